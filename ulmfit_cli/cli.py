@@ -1,0 +1,139 @@
+"""`ulmfit SUBCOMMAND ...`: dispatch only.
+
+Training subcommands are Hydra apps (one primary config each); the dispatcher rewrites argv
+so Hydra sees `ulmfit-<stage> <overrides/flags>` and every Hydra flag keeps working.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+HYDRA_APPS = {
+    # subcommand: (primary config, module in ulmfit_cli.stages, help line)
+    "pretrain": ("pretrain", "pretrain", "Stage 1: train a general-domain language model (e.g. WikiText-103)."),
+    "finetune-lm": ("finetune_lm", "finetune_lm", "Stage 2: fine-tune the pretrained LM on the target task's text."),
+    "train-clf": ("train_clf", "train_clf", "Stage 3: train the classifier on the fine-tuned encoder."),
+}
+TOOLS = {
+    # subcommand: (module, help line)
+    "pipeline": ("pipeline", "Run all three stages in one go, each in its own run dir (e.g. experiment=quickstart)."),
+    "evaluate": ("evaluate", "Score a trained classifier (run=<dir>) on a split of its dataset."),
+    "predict": ("predict", "Label texts from a file or stdin with a trained classifier (CSV or JSONL out)."),
+    "download": ("download", "Fetch a corpus (wikitext103, imdb, trec6, ...), resumable and checksummed."),
+    "report": ("report", "One table (and plots) for run dirs or a multirun sweep dir."),
+}
+
+
+def conf_dir() -> str:
+    """conf/ beside the package in a checkout/editable install, else the copy shipped inside it."""
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "conf", here / "conf"):
+        if (cand / "pretrain.yaml").exists():
+            return str(cand)
+    raise UserError("ulmfit's conf/ directory was not found next to the package.",
+                    "Reinstall with `pip install -e .` from the repository root.")
+
+
+def usage() -> str:
+    lines = ["usage: ulmfit SUBCOMMAND [overrides | options]", "", "ULMFiT experiment runner (Howard & Ruder 2018).", "",
+             "training stages (Hydra apps: key=value overrides, -m, --cfg job, --help, hydra.run.dir=...):"]
+    lines += [f"  {name:<13}{h}" for name, (_, _, h) in HYDRA_APPS.items()]
+    lines += ["", "tools:"]
+    lines += [f"  {name:<13}{h}" for name, (_, h) in TOOLS.items()]
+    lines += ["", "Run `ulmfit SUBCOMMAND --help` for its options."]
+    return "\n".join(lines)
+
+
+def print_error(err: UserError, verbose: bool = False) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {err}", markup=True)
+    if verbose:
+        import traceback
+
+        traceback.print_exception(err)
+
+
+def wants_verbose(argv: list[str]) -> bool:
+    return any(a.lower() in ("verbose=true", "verbose=1", "++verbose=true") for a in argv) or \
+        os.environ.get("ULMFIT_VERBOSE") == "1"
+
+
+def refuse_existing_run_dir(argv: list[str]) -> None:
+    """Hydra writes .hydra/ into the run dir before the job starts: check before it does."""
+    from .stages.common import has_outputs
+
+    resuming = any(a.startswith("resume=") and a != "resume=null" for a in argv)
+    for a in argv:
+        if a.startswith("hydra.run.dir="):
+            d = Path(a.split("=", 1)[1])
+            if has_outputs(d) and not resuming:
+                raise UserError(
+                    f"hydra.run.dir={d} already holds the outputs of an earlier run; ulmfit never overwrites them.",
+                    "Pick a new directory (or leave hydra.run.dir unset), or continue it with resume=<that dir>.",
+                )
+
+
+def run_stage(subcommand: str, argv: list[str]) -> int:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from . import config, resolvers
+
+    config.register()
+    resolvers.register()
+    config_name, module, _ = HYDRA_APPS[subcommand]
+    verbose = wants_verbose(argv)
+    refuse_existing_run_dir(argv)
+
+    def task(cfg):
+        import importlib
+
+        stage = importlib.import_module(f"ulmfit_cli.stages.{module}")
+        try:
+            return stage.run(cfg)
+        except UserError as e:
+            logging.getLogger("ulmfit").error(str(e))
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise  # the sweep records this job as failed and goes on
+            print_error(e, cfg.verbose)
+            sys.exit(e.exit_code)
+
+    sys.argv = [f"ulmfit-{subcommand}"] + argv
+    app = hydra.main(config_path=conf_dir(), config_name=config_name, version_base="1.3")(task)
+    app()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    try:
+        if cmd in HYDRA_APPS:
+            return run_stage(cmd, rest)
+        if cmd in TOOLS:
+            import importlib
+
+            module = importlib.import_module(f"ulmfit_cli.commands.{TOOLS[cmd][0]}")
+            return module.main(rest)
+    except UserError as e:
+        print_error(e, wants_verbose(rest))
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(f"ulmfit: unknown subcommand '{cmd}'.\n", file=sys.stderr)
+    print(usage(), file=sys.stderr)
+    return 2
+
+
+def entry() -> None:
+    sys.exit(main())

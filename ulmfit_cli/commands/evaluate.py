@@ -1,0 +1,53 @@
+"""`ulmfit evaluate run=<train-clf run dir> [split=test|valid] [direction=all|fwd|bwd]`.
+
+Reads the split of the dataset the classifier was trained on (as recorded in its config)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import OmegaConf
+
+from ..data import load_dataset
+from ..errors import UserError
+from ..runtime import resolve_device
+from ..stages.clf import scores
+from ..stages.train_clf import label_ids
+from .args import parse
+from .predict import ensemble_proba, load_classifiers
+
+USAGE = "usage: ulmfit evaluate run=<train-clf run dir> [split=test|valid] [direction=all|fwd|bwd] [data_root=DIR] [bs=64] [device=auto]"
+
+
+@dataclass
+class EvaluateArgs:
+    run: str = "???"
+    split: str = "test"
+    direction: str = "all"
+    data_root: Optional[str] = None
+    bs: int = 64
+    device: str = "auto"
+    verbose: bool = False
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    a = parse(EvaluateArgs, argv, USAGE)
+    if a.split not in ("valid", "test", "train"):
+        raise UserError(f"split={a.split} is not a split.", "Use split=test, valid or train.")
+    device = resolve_device(a.device)
+    ckpts = load_classifiers(Path(a.run), a.direction, device)
+    ckpt = ckpts[0][1]
+    cfg = OmegaConf.create(ckpt["config"])
+    data = load_dataset(cfg.dataset, a.data_root or cfg.get("data_root"))
+    texts, labels = getattr(data, f"{a.split}_texts"), getattr(data, f"{a.split}_labels")
+    probs = ensemble_proba(ckpts, texts, a.bs, device)
+    multi = ckpt.get("multi_label", False)
+    result = scores(probs, label_ids(labels, ckpt["classes"], multi), multi)
+    result = {"run": a.run, "split": a.split, "directions": [n for n, _ in ckpts], "n": len(texts), **result}
+    print(json.dumps(result, indent=2))
+    return 0

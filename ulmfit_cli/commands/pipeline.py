@@ -1,0 +1,104 @@
+"""`ulmfit pipeline [overrides]`: pretrain -> finetune-lm -> train-clf, each a real stage run.
+
+Each stage runs as its own `ulmfit <stage>` process (so each is an ordinary Hydra run with its
+own run dir), handed the previous stage's run dir explicitly. Overrides go to every stage;
+`pretrain/KEY=V`, `finetune-lm/KEY=V`, `train-clf/KEY=V` go to one stage only.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from ..errors import UserError
+from ..reporting.metrics import read_json
+
+STAGES = ("pretrain", "finetune-lm", "train-clf")
+HANDOFF_KEY = {"finetune-lm": "pretrained", "train-clf": "lm"}
+
+HELP = """usage: ulmfit pipeline [experiment=NAME] [KEY=VALUE ...] [STAGE/KEY=VALUE ...] [skip=pretrain]
+
+Runs pretrain, finetune-lm and train-clf in turn, each in its own run dir under outputs/,
+each stage starting from the previous one's run. KEY=VALUE overrides go to every stage;
+pretrain/KEY=VALUE (or finetune-lm/..., train-clf/...) to one. skip=pretrain starts from
+finetune-lm (its pretrained= then applies). Example: ulmfit pipeline experiment=quickstart
+"""
+
+
+def split_overrides(argv: list[str]) -> tuple[dict[str, list[str]], set[str]]:
+    per_stage = {s: [] for s in STAGES}
+    skip: set[str] = set()
+    for a in argv:
+        head, _, rest = a.partition("/")
+        if a.startswith("skip="):
+            skip |= set(a.split("=", 1)[1].split(","))
+        elif head in STAGES and rest:
+            per_stage[head].append(rest)
+        else:
+            for s in STAGES:
+                per_stage[s].append(a)
+    unknown = skip - set(STAGES)
+    if unknown:
+        raise UserError(f"skip={','.join(sorted(unknown))} names no stage.", f"Use skip= with {', '.join(STAGES)}.")
+    return per_stage, skip
+
+
+def outputs_root(overrides: list[str]) -> Path:
+    for a in overrides:
+        if a.startswith("outputs_root="):
+            return Path(a.split("=", 1)[1])
+    return Path("outputs")
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(HELP)
+        return 0
+    per_stage, skip = split_overrides(argv)
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    previous: Path | None = None
+    rows = []
+    t0 = time.time()
+    for stage in STAGES:
+        if stage in skip:
+            continue
+        overrides = list(per_stage[stage])
+        run_dir = outputs_root(overrides) / stage / stamp
+        if previous is not None:
+            overrides.append(f"{HANDOFF_KEY[stage]}={previous}")
+        cmd = [sys.executable, "-m", "ulmfit_cli", stage, *overrides, f"hydra.run.dir={run_dir}"]
+        print(f"\n== {stage}: {' '.join(cmd[3:])}", flush=True)
+        rc = subprocess.call(cmd)
+        if rc != 0:
+            print(f"pipeline stopped: `ulmfit {stage}` exited with code {rc} (its log: {run_dir}/train.log).",
+                  file=sys.stderr)
+            return rc
+        rows.append(read_json(run_dir / "summary.json"))
+        previous = run_dir
+    print_table(rows, time.time() - t0)
+    return 0
+
+
+def print_table(summaries: list[dict], total_s: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ULMFiT pipeline ({total_s:.0f} s)")
+    for col in ("stage", "direction", "val loss", "val ppl / acc", "test acc", "test error %", "wall s", "run dir"):
+        table.add_column(col)
+    for s in summaries:
+        for direction, r in s["results"].items():
+            if "val_perplexity" in r:
+                val = f"ppl {r['val_perplexity']:.2f}"
+                test_acc = test_err = ""
+            else:
+                val = f"acc {r['val_accuracy']:.4f}"
+                test_acc, test_err = f"{r['test_accuracy']:.4f}", f"{r['test_error']:.2f}"
+            table.add_row(s["stage"], direction, f"{r['val_loss']:.4f}", val, test_acc, test_err,
+                          f"{s['wall_time_s']:.0f}", s["run_dir"])
+        if s.get("majority_test_accuracy") is not None:
+            table.add_row(s["stage"], "majority class", "", "", f"{s['majority_test_accuracy']:.4f}",
+                          f"{100 * (1 - s['majority_test_accuracy']):.2f}", "", "")
+    Console().print(table)

@@ -1,0 +1,119 @@
+"""`ulmfit predict run=<train-clf run dir> input=<file|-> [output=<file|->] [format=csv|jsonl]`."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..checkpoints import atomic_write_bytes, load_checkpoint
+from ..data.tokenizers import numericalizer_from_state
+from ..errors import UserError
+from ..runtime import resolve_device
+from ..stages.clf import classifier_from_checkpoint, predict_proba
+from .args import parse
+
+USAGE = ("usage: ulmfit predict run=<train-clf run dir> input=<texts.txt|.csv|.jsonl|-> "
+         "[output=<file|->] [format=csv|jsonl] [text_col=text] [direction=all|fwd|bwd] "
+         "[threshold=0.5] [bs=64] [device=auto] [overwrite=false]")
+
+
+@dataclass
+class PredictArgs:
+    run: str = "???"
+    input: str = "-"
+    output: str = "-"
+    format: Optional[str] = None  # default: from the output's extension, else csv
+    text_col: str = "text"
+    direction: str = "all"
+    threshold: Optional[float] = None
+    bs: int = 64
+    device: str = "auto"
+    overwrite: bool = False
+    verbose: bool = False
+
+
+def read_texts(path: str, text_col: str) -> list[str]:
+    if path == "-":
+        return [line.rstrip("\n") for line in sys.stdin]
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"input={path}: no such file.", "Give a .txt (one text per line), .csv or .jsonl file, or - for stdin.")
+    raw = p.read_text(encoding="utf-8", errors="replace")
+    if p.suffix == ".csv":
+        rows = list(csv.DictReader(io.StringIO(raw)))
+        if rows and text_col not in rows[0]:
+            raise UserError(f"input={path} has no column '{text_col}' (columns: {', '.join(rows[0])}).",
+                            "Set text_col=<column>.")
+        return [r[text_col] for r in rows]
+    if p.suffix == ".jsonl":
+        return [json.loads(line)[text_col] for line in raw.splitlines() if line.strip()]
+    return raw.splitlines()
+
+
+def load_classifiers(run: Path, direction: str, device):
+    names = ["fwd", "bwd"] if direction == "all" else [direction]
+    found = [n for n in names if (run / "checkpoints" / f"{n}.pt").exists()]
+    if not found:
+        raise UserError(f"run={run} has no classifier checkpoint ({', '.join(n + '.pt' for n in names)}).",
+                        "Point run= at a finished train-clf run directory.")
+    return [(n, load_checkpoint(run / "checkpoints" / f"{n}.pt")) for n in found]
+
+
+def ensemble_proba(ckpts, texts: list[str], bs: int, device) -> np.ndarray:
+    """Average of every direction's probabilities, in the order of `texts`."""
+    probs = []
+    for name, ckpt in ckpts:
+        model = classifier_from_checkpoint(ckpt, device)
+        numer = numericalizer_from_state(ckpt["numericalizer"])
+        docs = numer.encode_many(texts)
+        probs.append(predict_proba(model, docs, bs=bs, pad_id=ckpt["pad_id"], reverse=name == "bwd",
+                                   device=device, multi_label=ckpt.get("multi_label", False)))
+    return np.mean(probs, axis=0)
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    a = parse(PredictArgs, argv, USAGE)
+    fmt = a.format or ("jsonl" if str(a.output).endswith(".jsonl") else "csv")
+    if a.output != "-" and Path(a.output).exists() and not a.overwrite:
+        raise UserError(f"output={a.output} exists; predict does not overwrite files.",
+                        "Choose another output= or pass overwrite=true.")
+    device = resolve_device(a.device)
+    ckpts = load_classifiers(Path(a.run), a.direction, device)
+    classes, multi = ckpts[0][1]["classes"], ckpts[0][1].get("multi_label", False)
+    threshold = a.threshold if a.threshold is not None else ckpts[0][1].get("threshold", 0.5)
+    texts = read_texts(a.input, a.text_col)
+    probs = ensemble_proba(ckpts, texts, a.bs, device) if texts else np.zeros((0, len(classes)))
+    rows = []
+    for text, p in zip(texts, probs):
+        if multi:
+            label = [classes[j] for j in np.nonzero(p >= threshold)[0]]
+        else:
+            label = classes[int(p.argmax())]
+        rows.append({"text": text, "label": label, **{f"p_{c}": round(float(x), 5) for c, x in zip(classes, p)}})
+    payload = render(rows, fmt, multi)
+    if a.output == "-":
+        sys.stdout.write(payload)
+    else:
+        atomic_write_bytes(Path(a.output), lambda f: f.write(payload.encode()))
+    return 0
+
+
+def render(rows: list[dict], fmt: str, multi: bool) -> str:
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "label": "|".join(r["label"]) if multi else r["label"]})
+    return buf.getvalue()

@@ -1,0 +1,161 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+Each primary config (conf/pretrain.yaml, ...) starts its defaults list with the matching
+`base_*` schema, so a misspelt key or a wrong type is refused by Hydra before any work starts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = "awd_lstm"
+    emb_size: int = 400
+    hidden_size: int = 1152
+    n_layers: int = 3
+    # The five AWD-LSTM dropouts, each multiplied by drop_mult.
+    output_p: float = 0.4
+    hidden_p: float = 0.3
+    input_p: float = 0.4
+    embed_p: float = 0.05
+    weight_p: float = 0.5
+    drop_mult: float = 1.0
+    tie_weights: bool = True
+    # Classifier head
+    clf_hidden: int = 50
+    clf_dropout: float = 0.1  # first block's dropout; the second uses output_p (as the reference)
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING  # reader: sample, csv, jsonl, wikitext2, wikitext103, imdb, trec6, ag_news, dbpedia, yelp_bi, yelp_full
+    data_dir: Optional[str] = None  # default: <data root>/<name>; data root = $ULMFIT_DATA or ~/.cache/ulmfit
+    train_file: Optional[str] = None
+    valid_file: Optional[str] = None
+    test_file: Optional[str] = None
+    text_cols: List[str] = field(default_factory=lambda: ["text"])
+    label_col: Optional[str] = "label"
+    multi_label: bool = False
+    label_sep: str = ";"
+    valid_frac: float = 0.1
+    split_seed: int = 42
+    max_train_examples: Optional[int] = None
+    max_docs: Optional[int] = None  # cap every split (quick experiments)
+    use_unsup: bool = True  # include unlabelled text (e.g. IMDb unsup) in LM fine-tuning
+    use_test_for_lm: bool = False
+
+
+@dataclass
+class TokenizerConfig:
+    name: str = "word"  # word | spm
+    max_vocab: int = 60000
+    min_freq: int = 2
+    # sentencepiece
+    vocab_size: int = 8000
+    model_type: str = "unigram"  # unigram | bpe
+    character_coverage: float = 0.9999
+    max_sentences: int = 2000000
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "stlr"  # stlr | one_cycle | constant
+    lr: float = 0.01  # eta_max
+    cut_frac: float = 0.1
+    ratio: float = 32.0
+    decay: float = 2.6  # discriminative fine-tuning: eta^(l-1) = eta^l / decay
+    discriminative: bool = True
+    # one_cycle (fastai-style cosine)
+    pct_start: float = 0.25
+    div: float = 25.0
+    div_final: float = 1e5
+
+
+@dataclass
+class UnfreezeConfig:
+    name: str = "gradual"  # gradual | none | last | chain_thaw
+    # gradual: number of top layer groups trainable in each 1-epoch phase before all are.
+    steps: List[int] = field(default_factory=lambda: [1, 2, 3])
+    epochs_per_phase: int = 1
+
+
+@dataclass
+class BidirectionalConfig:
+    directions: List[str] = field(default_factory=lambda: ["fwd"])
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    bs: int = 64
+    bptt: int = 70
+    max_len: int = 1400  # BPT3C: tokens whose states get gradients
+    variable_bptt: bool = True
+    beta1: float = 0.7
+    beta2: float = 0.99
+    eps: float = 1e-5
+    weight_decay: float = 0.01
+    clip: float = 0.4
+    alpha: float = 2.0  # AR
+    beta: float = 1.0  # TAR
+    max_steps_per_epoch: Optional[int] = None
+    eval_bs: Optional[int] = None
+    on_nan: str = "stop"  # stop | skip
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 0  # 0 = only at epoch ends
+    keep: int = 2
+
+
+@dataclass
+class StageConfig:
+    stage: str = MISSING
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    threads: Optional[int] = None
+    verbose: bool = False
+    progress: str = "auto"  # auto | bar | log | none
+    data_root: Optional[str] = None
+    outputs_root: str = "outputs"
+    resume: Optional[str] = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    unfreeze: UnfreezeConfig = field(default_factory=UnfreezeConfig)
+    bidirectional: BidirectionalConfig = field(default_factory=BidirectionalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    experiment: Optional[Any] = None
+
+
+@dataclass
+class PretrainConfig(StageConfig):
+    stage: str = "pretrain"
+
+
+@dataclass
+class FinetuneLMConfig(StageConfig):
+    stage: str = "finetune-lm"
+    pretrained: Optional[str] = "latest"  # run dir, "latest", or null (from scratch)
+
+
+@dataclass
+class TrainClfConfig(StageConfig):
+    stage: str = "train-clf"
+    lm: Optional[str] = "latest"  # finetune-lm run dir, "latest", or null (from scratch)
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_pretrain", node=PretrainConfig)
+    cs.store(name="base_finetune_lm", node=FinetuneLMConfig)
+    cs.store(name="base_train_clf", node=TrainClfConfig)

@@ -1,0 +1,132 @@
+"""Batches for the two kinds of training: contiguous LM streams and length-sorted documents.
+
+Every iterator is a pure function of (seed, epoch), so a resumed run sees the same batches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class LMBatch:
+    x: torch.Tensor  # (bs, seq_len) int64
+    y: torch.Tensor  # (bs, seq_len) next tokens
+    lr_scale: float = 1.0
+
+
+class LMStream:
+    """bs contiguous streams over the concatenated documents (fastai's LMDataLoader).
+
+    Documents are shuffled each epoch (train) and concatenated; the backward model reads the
+    whole stream reversed. With variable BPTT (Merity et al.) the sequence length is drawn
+    around bptt each batch and the LR is scaled by seq_len / bptt.
+    """
+
+    def __init__(self, docs: list[np.ndarray], bs: int, bptt: int, *, seed: int = 0,
+                 shuffle: bool = True, variable: bool = True, reverse: bool = False):
+        self.docs, self.bs, self.bptt = docs, bs, bptt
+        self.seed, self.shuffle, self.variable, self.reverse = seed, shuffle, variable, reverse
+        self.n_tokens = int(sum(len(d) for d in docs))
+        self.stream_len = (self.n_tokens - 1) // bs if bs else 0
+        if self.stream_len < 2:
+            from ..errors import UserError
+
+            raise UserError(
+                f"The language-model corpus has {self.n_tokens} tokens, too few for batch size {bs}.",
+                "Give a larger corpus or lower train.bs.",
+            )
+
+    def __len__(self) -> int:
+        return max((self.stream_len - 1) // self.bptt, 1)
+
+    def _stream(self, rng: np.random.Generator) -> np.ndarray:
+        order = rng.permutation(len(self.docs)) if self.shuffle else range(len(self.docs))
+        flat = np.concatenate([self.docs[i] for i in order]).astype(np.int64)
+        if self.reverse:
+            flat = flat[::-1].copy()
+        n = self.stream_len * self.bs + 1
+        return flat[:n]
+
+    def epoch(self, epoch: int):
+        rng = np.random.default_rng([self.seed, epoch])
+        flat = torch.from_numpy(self._stream(rng))
+        x_all = flat[:-1].view(self.bs, -1)
+        y_all = flat[1:].view(self.bs, -1)
+        i, L = 0, x_all.size(1)
+        while i < L - 1:
+            seq_len = self.bptt
+            if self.variable:
+                base = self.bptt if rng.random() < 0.95 else self.bptt / 2
+                seq_len = max(5, int(rng.normal(base, 5)))
+            seq_len = min(seq_len, L - i)
+            yield LMBatch(x_all[:, i : i + seq_len], y_all[:, i : i + seq_len], seq_len / self.bptt)
+            i += seq_len
+
+
+@dataclass
+class ClfBatch:
+    x: torch.Tensor  # (bs, max_len_in_batch), padded by pad_chunks
+    y: torch.Tensor | None  # (bs,) class ids, or (bs, n_classes) multi-hot
+    idx: np.ndarray  # positions of these documents in the input order
+    n_tokens: int = 0
+
+
+def pad_chunks(docs: list[np.ndarray], pad_id: int, bptt: int) -> torch.Tensor:
+    """Pad so that every document starts on a multiple of bptt (fastai's pad_input_chunk).
+
+    Whole chunks of padding go first and the remainder (< bptt) last, so BPT3C can start each
+    row's recurrence at its first real chunk and padding never enters the LSTM state.
+    """
+    L = max(len(d) for d in docs)
+    out = np.full((len(docs), L), pad_id, dtype=np.int64)
+    for r, d in enumerate(docs):
+        front = (L - len(d)) // bptt * bptt
+        out[r, front : front + len(d)] = d
+    return torch.from_numpy(out)
+
+
+class ClassifierBatches:
+    """Documents batched by similar length.
+
+    Training order is 'sortish' (as fastai's SortishSampler): shuffle, sort within chunks of
+    50 batches, keep the longest batch first (so an OOM shows at once), shuffle the rest.
+    Evaluation order is sorted by length; `idx` lets callers restore the input order.
+    """
+
+    def __init__(self, docs: list[np.ndarray], labels, bs: int, pad_id: int, bptt: int, *, seed: int = 0,
+                 shuffle: bool = True, reverse: bool = False):
+        self.docs = [d[::-1].copy() for d in docs] if reverse else docs
+        self.labels = labels
+        self.bs, self.pad_id, self.bptt, self.seed, self.shuffle = bs, pad_id, bptt, seed, shuffle
+        self.lengths = np.array([len(d) for d in self.docs])
+
+    def __len__(self) -> int:
+        return (len(self.docs) + self.bs - 1) // self.bs
+
+    def _order(self, epoch: int) -> list[np.ndarray]:
+        n = len(self.docs)
+        if not self.shuffle:
+            order = np.argsort(-self.lengths, kind="stable")
+            return [order[i : i + self.bs] for i in range(0, n, self.bs)]
+        rng = np.random.default_rng([self.seed, epoch])
+        idx = rng.permutation(n)
+        chunk = self.bs * 50
+        chunks = [idx[i : i + chunk] for i in range(0, n, chunk)]
+        idx = np.concatenate([c[np.argsort(-self.lengths[c], kind="stable")] for c in chunks])
+        batches = [idx[i : i + self.bs] for i in range(0, n, self.bs)]
+        longest = int(np.argmax([self.lengths[b].max() for b in batches]))
+        batches[0], batches[longest] = batches[longest], batches[0]
+        rest = batches[1:]
+        perm = rng.permutation(len(rest))
+        return [batches[0]] + [rest[i] for i in perm]
+
+    def epoch(self, epoch: int = 0):
+        for b in self._order(epoch):
+            docs = [self.docs[i] for i in b]
+            y = None
+            if self.labels is not None:
+                y = torch.as_tensor(np.asarray(self.labels)[b])
+            yield ClfBatch(pad_chunks(docs, self.pad_id, self.bptt), y, b, int(self.lengths[b].sum()))

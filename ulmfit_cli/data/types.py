@@ -1,0 +1,30 @@
+"""The one in-memory shape every corpus reader returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TextDataset:
+    """Texts and (optional) labels of one corpus, split three ways.
+
+    `lm_extra` holds unlabelled text used only for language modelling (e.g. IMDb's 50k
+    `unsup` reviews). Labels are strings (class names); `classes` lists them in a fixed,
+    sorted order. A pure LM corpus (WikiText) has labels None and classes [].
+    For multi-label datasets each label is a list of strings.
+    """
+
+    name: str
+    train_texts: list[str]
+    valid_texts: list[str]
+    test_texts: list[str]
+    train_labels: list | None = None
+    valid_labels: list | None = None
+    test_labels: list | None = None
+    lm_extra: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def labelled(self) -> bool:
+        return self.train_labels is not None

@@ -1,0 +1,26 @@
+"""Model construction from the `model` config; nothing here reads or writes files."""
+from __future__ import annotations
+
+from .awd_lstm import AWDLSTM
+from .heads import LanguageModel, TextClassifier
+
+
+def build_encoder(cfg, vocab_size: int, pad_id: int) -> AWDLSTM:
+    m = cfg.drop_mult
+    return AWDLSTM(
+        vocab_size, cfg.emb_size, cfg.hidden_size, cfg.n_layers, pad_id,
+        hidden_p=cfg.hidden_p * m, input_p=cfg.input_p * m,
+        embed_p=cfg.embed_p * m, weight_p=cfg.weight_p * m,
+    )
+
+
+def build_lm(cfg, vocab_size: int, pad_id: int) -> LanguageModel:
+    return LanguageModel(build_encoder(cfg, vocab_size, pad_id), cfg.output_p * cfg.drop_mult, cfg.tie_weights)
+
+
+def build_classifier(cfg, vocab_size: int, pad_id: int, n_classes: int, bptt: int, max_len: int) -> TextClassifier:
+    m = cfg.drop_mult
+    return TextClassifier(
+        build_encoder(cfg, vocab_size, pad_id), n_classes, bptt, max_len, pad_id,
+        hidden=cfg.clf_hidden, ps=(cfg.clf_dropout * m, cfg.output_p * m),
+    )

@@ -1,0 +1,124 @@
+"""AWD-LSTM encoder (Merity et al. 2017) with the five dropouts ULMFiT uses.
+
+State-dict keys (stable, documented for interop):
+    encoder.weight                      embedding (vocab, emb)
+    rnns.{i}.weight_ih_l0               input-to-hidden of layer i
+    rnns.{i}.weight_hh_l0_raw           hidden-to-hidden *before* DropConnect
+    rnns.{i}.bias_ih_l0, bias_hh_l0
+The dropped `weight_hh_l0` is never stored: it is recomputed from the raw weight each forward.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def dropout_mask(x: torch.Tensor, shape: tuple, p: float) -> torch.Tensor:
+    """Bernoulli(1-p) mask scaled by 1/(1-p), the same for every time step it broadcasts over."""
+    return x.new_empty(*shape).bernoulli_(1 - p).div_(1 - p)
+
+
+class LockedDropout(nn.Module):
+    """Variational dropout: one mask per sequence, shared across time steps (batch-first input)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        return x * dropout_mask(x, (x.size(0), 1, x.size(2)), self.p)
+
+
+def embedding_dropout(emb: nn.Embedding, ids: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Drops whole rows of the embedding matrix, i.e. every occurrence of a word in the batch."""
+    weight = emb.weight
+    if training and p > 0:
+        weight = weight * dropout_mask(weight, (weight.size(0), 1), p)
+    return F.embedding(ids, weight, emb.padding_idx)
+
+
+class WeightDropLSTM(nn.Module):
+    """One LSTM layer with DropConnect on its hidden-to-hidden matrix.
+
+    The raw matrix is dropped once per forward and handed to the fused LSTM kernel
+    (the same call nn.LSTM makes), so there is no per-time-step Python loop and the
+    cuDNN path is kept on GPU.
+    """
+
+    def __init__(self, n_in: int, n_out: int, weight_p: float):
+        super().__init__()
+        self.n_in, self.n_out, self.weight_p = n_in, n_out, weight_p
+        k = 1.0 / n_out**0.5
+        self.weight_ih_l0 = nn.Parameter(torch.empty(4 * n_out, n_in).uniform_(-k, k))
+        self.weight_hh_l0_raw = nn.Parameter(torch.empty(4 * n_out, n_out).uniform_(-k, k))
+        self.bias_ih_l0 = nn.Parameter(torch.empty(4 * n_out).uniform_(-k, k))
+        self.bias_hh_l0 = nn.Parameter(torch.empty(4 * n_out).uniform_(-k, k))
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        w_hh = F.dropout(self.weight_hh_l0_raw, self.weight_p, self.training)
+        weights = [self.weight_ih_l0, w_hh, self.bias_ih_l0, self.bias_hh_l0]
+        out, h, c = torch._VF.lstm(
+            x, state, weights, True, 1, 0.0, self.training, False, True
+        )  # has_biases, num_layers, dropout, train, bidirectional, batch_first
+        return out, (h, c)
+
+
+class AWDLSTM(nn.Module):
+    """Embedding -> [LSTM layer + locked dropout] x n_layers.
+
+    `forward(ids, hidden)` is stateless: it returns (raw_outputs, outputs, new_hidden), where
+    raw_outputs/outputs are, per layer, the outputs before/after the between-layer dropout
+    (the LM head uses the last, AR/TAR use both). Callers that stream text carry `new_hidden`.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        emb_size: int = 400,
+        hidden_size: int = 1152,
+        n_layers: int = 3,
+        pad_id: int = 1,
+        hidden_p: float = 0.3,
+        input_p: float = 0.4,
+        embed_p: float = 0.05,
+        weight_p: float = 0.5,
+    ):
+        super().__init__()
+        self.emb_size, self.hidden_size, self.n_layers = emb_size, hidden_size, n_layers
+        self.encoder = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
+        self.encoder.weight.data.uniform_(-0.1, 0.1)
+        self.encoder.weight.data[pad_id] = 0.0
+        self.embed_p = embed_p
+        sizes = [emb_size] + [hidden_size] * (n_layers - 1) + [emb_size]
+        self.rnns = nn.ModuleList(
+            WeightDropLSTM(sizes[i], sizes[i + 1], weight_p) for i in range(n_layers)
+        )
+        self.input_dp = LockedDropout(input_p)
+        self.hidden_dps = nn.ModuleList(LockedDropout(hidden_p) for _ in range(n_layers))
+
+    def layer_groups(self) -> list[list[nn.Module]]:
+        """Embedding, then each LSTM layer: the units of discriminative LRs and unfreezing."""
+        return [[self.encoder]] + [[rnn] for rnn in self.rnns]
+
+    def init_hidden(self, bs: int, like: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [
+            (like.new_zeros(1, bs, rnn.n_out), like.new_zeros(1, bs, rnn.n_out))
+            for rnn in self.rnns
+        ]
+
+    def forward(self, ids: torch.Tensor, hidden=None):
+        emb = self.input_dp(embedding_dropout(self.encoder, ids, self.embed_p, self.training))
+        if hidden is None:
+            hidden = self.init_hidden(ids.size(0), emb)
+        raw_outputs, outputs, new_hidden = [], [], []
+        x = emb
+        for i, (rnn, dp) in enumerate(zip(self.rnns, self.hidden_dps)):
+            raw, h = rnn(x, hidden[i])
+            new_hidden.append(h)
+            raw_outputs.append(raw)
+            x = dp(raw) if i < self.n_layers - 1 else raw
+            outputs.append(x)
+        return raw_outputs, outputs, new_hidden

@@ -1,0 +1,88 @@
+"""Where and how tensors run: device, precision, threads, seeds."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """device=auto|cpu|cuda|cuda:N -> torch.device, refusing CUDA where there is none."""
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"device={name} was asked for, but this machine has no usable CUDA GPU "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}).",
+                "Use device=cpu or device=auto, or install a CUDA build of torch on a machine with a GPU.",
+            )
+        idx = int(name.split(":")[1]) if ":" in name else 0
+        if idx >= torch.cuda.device_count():
+            raise UserError(
+                f"device={name} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s).",
+                f"Use device=cuda:0 .. cuda:{torch.cuda.device_count() - 1}.",
+            )
+        return torch.device("cuda", idx)
+    raise UserError(f"device={name} is not a device name.", "Use device=auto, cpu, cuda or cuda:N.")
+
+
+def check_precision(precision: str, device: torch.device) -> str:
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise UserError(f"precision={precision} is not supported.", "Use precision=fp32, bf16 or fp16.")
+    if precision == "fp16" and device.type == "cpu":
+        raise UserError(
+            "precision=fp16 needs a CUDA device (CPU autocast supports bf16 only).",
+            "Use precision=bf16 or precision=fp32 on CPU.",
+        )
+    return precision
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def rng_state() -> dict:
+    """All RNG states, as plain data loadable with torch.load(weights_only=True)."""
+    state = {
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2],
+        "numpy": np.random.get_state()[1].tolist(),
+        "numpy_pos": int(np.random.get_state()[2]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{device.index or 0} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def env_threads() -> int:
+    return int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))

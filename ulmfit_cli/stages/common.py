@@ -1,0 +1,127 @@
+"""What every stage shares: the run directory, its outputs, and the hand-off between stages."""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..checkpoints import load_checkpoint, save_checkpoint
+from ..errors import UserError
+from ..reporting.metrics import MetricsWriter, write_json
+from ..reporting.progress import make_progress
+from ..runtime import check_precision, describe_device, resolve_device, seed_everything, set_threads
+
+log = logging.getLogger("ulmfit")
+
+PREVIOUS_STAGE = {"finetune-lm": "pretrain", "train-clf": "finetune-lm"}
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def has_outputs(path: Path) -> bool:
+    return (path / "summary.json").exists() or (path / "checkpoints").exists() or (path / "metrics.csv").exists()
+
+
+class Run:
+    """One stage's run directory: config.yaml, metrics.csv, summary.json, checkpoints/."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path | None = None):
+        self.cfg = cfg
+        self.dir = Path(run_dir) if run_dir else run_dir_of(cfg)
+        if has_outputs(self.dir) and not cfg.get("resume"):
+            raise UserError(
+                f"Run directory {self.dir} already holds the outputs of an earlier run; ulmfit never overwrites them.",
+                "Leave hydra.run.dir unset (every run gets a new directory), choose a new directory, "
+                f"or continue that run with resume={self.dir}.",
+            )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir = self.dir / "checkpoints"
+        self.device = resolve_device(cfg.device)
+        self.precision = check_precision(cfg.precision, self.device)
+        set_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        self.metrics = MetricsWriter(self.dir / "metrics.csv", stage=cfg.stage)
+        self.progress = make_progress(cfg.progress)
+        self.t0 = time.time()
+        log.info("%s run in %s on %s", cfg.stage, self.dir, describe_device(self.device))
+
+    def log_row(self, direction: str):
+        def write(row: dict) -> None:
+            self.metrics({"direction": direction, **row})
+            parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                     if k in ("epoch", "split", "loss", "accuracy", "perplexity", "throughput") and v is not None]
+            log.info("%s %s", direction, " ".join(parts))
+
+        return write
+
+    def save(self, name: str, payload: dict) -> Path:
+        path = self.ckpt_dir / f"{name}.pt"
+        save_checkpoint(path, {"stage": self.cfg.stage, **payload,
+                               "config": OmegaConf.to_container(self.cfg, resolve=True)})
+        return path
+
+    def finish(self, results: dict, started_from: str | None = None, **extra) -> dict:
+        summary = {
+            "stage": self.cfg.stage,
+            "run_dir": str(self.dir),
+            "started_from": started_from,
+            "results": results,
+            "wall_time_s": round(time.time() - self.t0, 2),
+            "device": describe_device(self.device),
+            "precision": self.precision,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            **extra,
+        }
+        write_json(self.dir / "summary.json", summary)
+        return summary
+
+
+def find_source_run(value: str | None, stage: str, outputs_root: str, directions: list[str], key: str) -> Path | None:
+    """Resolve `pretrained=` / `lm=`: None (from scratch), 'latest', or a run directory."""
+    if value is None or str(value).lower() in ("null", "none", ""):
+        return None
+    prev = PREVIOUS_STAGE[stage]
+    need = [f"{d}.pt" for d in directions]
+    if str(value) == "latest":
+        root = Path(outputs_root) / prev
+        candidates = [p for p in root.glob("*") if (p / "summary.json").exists()
+                      and all((p / "checkpoints" / n).exists() for n in need)]
+        if not candidates:
+            raise UserError(
+                f"{key}=latest found no finished `{prev}` run with checkpoints {', '.join(need)} under {root}.",
+                f"Run `ulmfit {prev}` first (with bidirectional= matching this run), pass {key}=<run dir>, "
+                f"or {key}=null to train from scratch.",
+            )
+        return max(candidates, key=lambda p: (p / "summary.json").stat().st_mtime)
+    path = Path(str(value))
+    if not path.is_dir():
+        raise UserError(f"{key}={value}: no such run directory.",
+                        f"Pass the directory of a `{prev}` run (outputs/{prev}/<time>), latest, or null.")
+    missing = [n for n in need if not (path / "checkpoints" / n).exists()]
+    if missing:
+        raise UserError(
+            f"{key}={value} has no checkpoint {', '.join('checkpoints/' + m for m in missing)}.",
+            f"Point {key}= at a finished `{prev}` run trained with the same bidirectional= setting "
+            f"(directions {', '.join(directions)}), or use {key}=null to train from scratch.",
+        )
+    return path
+
+
+def load_lm_checkpoint(run_dir: Path, direction: str, key: str) -> dict:
+    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{direction}.pt")
+    if ckpt.get("kind") != "lm":
+        raise UserError(
+            f"{key}={run_dir} holds a {ckpt.get('stage', '?')} checkpoint ({ckpt.get('kind', '?')}), not a language model.",
+            f"Point {key}= at a pretrain or finetune-lm run directory.",
+        )
+    return ckpt

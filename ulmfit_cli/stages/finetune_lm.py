@@ -1,0 +1,42 @@
+"""Stage 2 (paper §3.2): target-task LM fine-tuning with discriminative LRs and STLR.
+
+Start from the pretrained LM (or from scratch with pretrained=null), carry its tokenizer, map
+the target corpus' vocabulary onto the pretrained one, and train on the task's text
+(train + unlabelled), validating on the task's validation text.
+"""
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from ..data import load_dataset
+from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
+from .common import Run, find_source_run, load_lm_checkpoint
+from .lm import build_lm_from, encode, train_lm
+
+
+def target_numericalizer(cfg, texts, source):
+    """SentencePiece is carried unchanged; a word vocabulary is rebuilt on the target text
+    (new words become rows initialised at the mean embedding, as in the reference)."""
+    if source is None:
+        return fit_numericalizer(texts, cfg.tokenizer)
+    pretrained = numericalizer_from_state(source["numericalizer"])
+    if pretrained.kind == "spm":
+        return pretrained
+    return fit_numericalizer(texts, OmegaConf.merge(cfg.tokenizer, {"name": pretrained.kind}))
+
+
+def run(cfg) -> dict:
+    directions = list(cfg.bidirectional.directions)
+    source_dir = find_source_run(cfg.pretrained, cfg.stage, cfg.outputs_root, directions, "pretrained")
+    run = Run(cfg)
+    data = load_dataset(cfg.dataset, cfg.data_root)
+    lm_texts = data.train_texts + data.lm_extra + (data.test_texts if cfg.dataset.use_test_for_lm else [])
+    sources = {d: load_lm_checkpoint(source_dir, d, "pretrained") if source_dir else None for d in directions}
+    numericalizer = target_numericalizer(cfg, lm_texts, sources[directions[0]])
+    train_docs, valid_docs = encode(numericalizer, lm_texts), encode(numericalizer, data.valid_texts)
+    results = {}
+    for direction in directions:
+        model = build_lm_from(cfg, numericalizer, sources[direction])
+        results[direction] = train_lm(run, model, numericalizer, train_docs, valid_docs, direction)
+    return run.finish(results, started_from=str(source_dir) if source_dir else None,
+                      dataset=data.name, warnings=data.warnings)

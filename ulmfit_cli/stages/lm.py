@@ -1,0 +1,171 @@
+"""Language-model training shared by pretraining and target-task LM fine-tuning."""
+from __future__ import annotations
+
+import logging
+import math
+import signal
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from ..data.batching import LMStream
+from ..models import build_lm
+from ..models.heads import LanguageModel
+from ..training.loop import StepOut, Trainer
+from ..training.param_groups import discriminative_lrs, group_params, unfreeze_plan
+from ..training.schedules import make_schedule
+from .common import Run
+
+log = logging.getLogger("ulmfit")
+
+MODEL_SIZE_KEYS = ("emb_size", "hidden_size", "n_layers", "tie_weights")
+
+
+def lm_step(alpha: float, beta: float, device: torch.device):
+    """Cross-entropy + AR (alpha * L2 of the dropped last-layer output) + TAR (beta * L2 of its
+    time differences), the regularisers of Merity et al.; computed in fp32 (fastai#1335)."""
+
+    def step(model: LanguageModel, batch) -> StepOut:
+        x = batch.x.to(device, non_blocking=True)
+        y = batch.y.to(device, non_blocking=True)
+        logits, raw, dropped = model(x)
+        ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+        loss = ce
+        if alpha:
+            loss = loss + alpha * dropped.float().pow(2).mean()
+        if beta and raw.size(1) > 1:
+            loss = loss + beta * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
+        return StepOut(loss, x.numel(), float(ce.detach()))
+
+    return step
+
+
+def lm_eval(stream: LMStream, device: torch.device):
+    def evaluate(model: LanguageModel) -> dict:
+        model.reset()
+        total, correct, n = 0.0, 0, 0
+        for batch in stream.epoch(0):
+            x, y = batch.x.to(device), batch.y.to(device)
+            logits = model(x)[0].float()
+            total += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"))
+            correct += int((logits.argmax(-1) == y).sum())
+            n += y.numel()
+        model.reset()
+        loss = total / max(n, 1)
+        return {"loss": loss, "accuracy": correct / max(n, 1), "perplexity": math.exp(min(loss, 50))}
+
+    return evaluate
+
+
+def make_optimizer(cfg, groups) -> tuple[torch.optim.Optimizer, list[float]]:
+    """Adam(beta1, beta2) with decoupled weight decay and one param group per layer group."""
+    params = group_params(groups)
+    sc = cfg.schedule
+    lrs = discriminative_lrs(sc.lr, len(params), sc.decay if sc.discriminative else 1.0)
+    opt = torch.optim.AdamW(
+        [{"params": p, "lr": lr} for p, lr in zip(params, lrs)],
+        betas=(cfg.train.beta1, cfg.train.beta2), eps=cfg.train.eps, weight_decay=cfg.train.weight_decay,
+    )
+    return opt, lrs
+
+
+def encode(numericalizer, texts: list[str]) -> list[np.ndarray]:
+    return numericalizer.encode_many(texts, workers=2 if len(texts) > 20000 else 1)
+
+
+def train_lm(run: Run, model: LanguageModel, numericalizer, train_docs, valid_docs, direction: str,
+             started_from: str | None = None) -> dict:
+    """Train one direction's LM with the configured schedule/unfreezing; save checkpoints/<direction>.pt."""
+    cfg = run.cfg
+    t = cfg.train
+    reverse = direction == "bwd"
+    model.to(run.device)
+    train = LMStream(train_docs, t.bs, t.bptt, seed=cfg.seed, shuffle=True, variable=t.variable_bptt, reverse=reverse)
+    valid = LMStream(valid_docs, t.eval_bs or t.bs, t.bptt, shuffle=False, variable=False, reverse=reverse)
+    groups = model.layer_groups()
+    opt, lrs = make_optimizer(cfg, groups)
+    trainer = Trainer(
+        model, opt, lrs, make_schedule(cfg.schedule), lm_step(t.alpha, t.beta, run.device),
+        lm_eval(valid, run.device), device=run.device, precision=run.precision, clip=t.clip,
+        on_nan=t.on_nan, log_row=run.log_row(direction), progress=run.progress,
+        max_steps_per_epoch=t.max_steps_per_epoch,
+    )
+    phases = unfreeze_plan(cfg.unfreeze, len(groups), t.epochs)
+    log.info("%s LM: %d train tokens, %d valid tokens, %d batches/epoch, vocab %d",
+             direction, train.n_tokens, valid.n_tokens, len(train), len(numericalizer.itos))
+    with stop_on_signal(trainer):
+        history = trainer.fit(train, phases)
+    final = next(r for r in reversed(history) if r["split"] == "valid")
+    run.save(direction, lm_payload(model, numericalizer, cfg, direction))
+    return {"val_loss": final["loss"], "val_perplexity": final["perplexity"],
+            "val_accuracy": final["accuracy"], "epochs": trainer.state.epoch,
+            "train_tokens": train.n_tokens}
+
+
+def lm_payload(model: LanguageModel, numericalizer, cfg, direction: str) -> dict:
+    return {
+        "kind": "lm",
+        "direction": direction,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_config": OmegaConf.to_container(cfg.model, resolve=True),
+        "numericalizer": numericalizer.state(),
+        "vocab_identity": numericalizer.identity(),
+    }
+
+
+def build_lm_from(cfg, numericalizer, source: dict | None = None) -> LanguageModel:
+    """A fresh LM for this vocabulary; with `source`, the architecture sizes come from the source
+    checkpoint (its weights fix them) and its rows are mapped onto this vocabulary."""
+    model_cfg = cfg.model
+    if source is not None:
+        model_cfg = OmegaConf.merge(cfg.model, {k: source["model_config"][k] for k in MODEL_SIZE_KEYS})
+    model = build_lm(model_cfg, len(numericalizer.itos), numericalizer.pad_id)
+    if source is not None:
+        load_lm_weights(model, source, numericalizer)
+    return model
+
+
+def load_lm_weights(model: LanguageModel, source: dict, numericalizer) -> None:
+    from ..data.tokenizers import map_bias, map_embeddings
+
+    state = dict(source["model"])
+    old_itos = source["numericalizer"]["itos"]
+    if old_itos != list(numericalizer.itos):
+        emb, found = map_embeddings(state["encoder.encoder.weight"], old_itos, list(numericalizer.itos))
+        state["encoder.encoder.weight"] = emb
+        if "decoder.weight" in state:
+            state["decoder.weight"] = emb
+        state["decoder.bias"], _ = map_bias(state["decoder.bias"], old_itos, list(numericalizer.itos))
+        log.info("vocabulary mapped onto the pretrained one: %d of %d tokens known, the rest start at the mean embedding",
+                 found, len(numericalizer.itos))
+    model.load_state_dict(state)
+
+
+class stop_on_signal:
+    """SIGINT/SIGTERM ask the trainer to stop after the current batch, so the stage can save."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def __enter__(self):
+        self.old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread (e.g. some launchers)
+                pass
+        return self
+
+    def _handler(self, signum, frame):
+        if self.trainer.stop_requested:
+            raise KeyboardInterrupt
+        log.warning("signal %d: finishing the current batch, then saving and exiting", signum)
+        self.trainer.stop_requested = True
+
+    def __exit__(self, *exc):
+        for sig, h in self.old.items():
+            signal.signal(sig, h)
+        return False

@@ -1,0 +1,190 @@
+"""A plain supervised training loop: phases of epochs, per-group LRs on a schedule, eval each epoch.
+
+It knows nothing of language models or ULMFiT: the stage passes a `step_fn` that turns a batch
+into a loss, an `eval_fn`, the batches, and the phases (which groups train, for how long).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Protocol
+
+import torch
+
+from .param_groups import Phase
+from .schedules import Schedule
+
+
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, step: int, value: float):
+        self.step, self.value = step, value
+        super().__init__(f"loss became {value} at step {step}")
+
+
+@dataclass
+class StepOut:
+    loss: torch.Tensor  # what is back-propagated
+    n_units: int  # tokens (LM) or examples (classifier), for throughput
+    report_loss: float | None = None  # loss to log, if different from `loss` (e.g. without AR/TAR)
+
+
+class Batches(Protocol):
+    def epoch(self, epoch: int) -> Iterable:  # deterministic order for a given epoch
+        ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class LoopState:
+    """Where training is; saved with every checkpoint so a resumed run continues exactly."""
+
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # batches done in the current epoch
+    global_step: int = 0
+    history: list = field(default_factory=list)
+
+
+def autocast_for(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        base_lrs: list[float],
+        schedule: Schedule,
+        step_fn: Callable[[torch.nn.Module, object], StepOut],
+        eval_fn: Callable[[torch.nn.Module], dict],
+        *,
+        device: torch.device,
+        precision: str = "fp32",
+        clip: float | None = None,
+        on_nan: str = "stop",
+        log_row: Callable[[dict], None] = lambda row: None,
+        on_step: Callable[["Trainer"], None] | None = None,
+        on_epoch_end: Callable[["Trainer", dict], None] | None = None,
+        progress=None,
+        max_steps_per_epoch: int | None = None,
+    ):
+        self.model, self.opt, self.base_lrs, self.schedule = model, optimizer, base_lrs, schedule
+        self.step_fn, self.eval_fn = step_fn, eval_fn
+        self.device, self.precision, self.clip, self.on_nan = device, precision, clip, on_nan
+        self.log_row, self.on_step, self.on_epoch_end = log_row, on_step, on_epoch_end
+        self.progress = progress
+        self.max_steps = max_steps_per_epoch
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.state = LoopState()
+        self.stop_requested = False
+        self.t0 = time.perf_counter()
+        self.elapsed_before = 0.0  # wall time of earlier (resumed-from) processes
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t0
+
+    def _set_trainable(self, trainable: list[bool]) -> None:
+        for group, on in zip(self.opt.param_groups, trainable):
+            for p in group["params"]:
+                p.requires_grad_(on)
+
+    def _steps_in_epoch(self, batches: Batches) -> int:
+        return min(len(batches), self.max_steps) if self.max_steps else len(batches)
+
+    # -- the loop ------------------------------------------------------------------------
+    def fit(self, batches: Batches, phases: list[Phase]) -> list[dict]:
+        """Train through every phase; the LR schedule restarts with each phase (as the reference)."""
+        n = self._steps_in_epoch(batches)
+        epoch_starts = [0]
+        for ph in phases:
+            epoch_starts.append(epoch_starts[-1] + ph.epochs)
+        for ph_idx, phase in enumerate(phases):
+            first, last = epoch_starts[ph_idx], epoch_starts[ph_idx + 1]
+            if self.state.epoch >= last:
+                continue
+            self._set_trainable(phase.trainable)
+            total = phase.epochs * n
+            for epoch in range(max(first, self.state.epoch), last):
+                self._train_epoch(batches, epoch, (epoch - first) * n, total, n)
+                if self.stop_requested:
+                    return self.state.history
+        return self.state.history
+
+    def _train_epoch(self, batches: Batches, epoch: int, phase_offset: int, phase_total: int, n: int):
+        model = self.model
+        model.train()
+        skip = self.state.step_in_epoch
+        if skip == 0 and hasattr(model, "reset"):
+            model.reset()
+        units, t_epoch, loss_sum, loss_n, gnorm_sum, skipped = 0, time.perf_counter(), 0.0, 0, 0.0, 0
+        task = self.progress.start(f"epoch {epoch + 1}", n, skip) if self.progress else None
+        it: Iterator = iter(batches.epoch(epoch))
+        for i, batch in enumerate(it):
+            if i >= n:
+                break
+            if i < skip:
+                continue
+            factor = self.schedule(phase_offset + i, phase_total) * getattr(batch, "lr_scale", 1.0)
+            for g, base in zip(self.opt.param_groups, self.base_lrs):
+                g["lr"] = base * factor
+            with autocast_for(self.device, self.precision):
+                out = self.step_fn(model, batch)
+            loss = out.loss
+            if not torch.isfinite(loss.detach()):
+                if self.on_nan == "skip":
+                    self.opt.zero_grad(set_to_none=True)
+                    skipped += 1
+                    self._advance()
+                    continue
+                raise NonFiniteLoss(self.state.global_step, float(loss.detach()))
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+            params = [p for g in self.opt.param_groups for p in g["params"] if p.grad is not None]
+            gnorm = torch.nn.utils.clip_grad_norm_(params, self.clip if self.clip else math.inf)
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.opt.zero_grad(set_to_none=True)
+            loss_sum += out.report_loss if out.report_loss is not None else float(loss.detach())
+            loss_n += 1
+            gnorm_sum += float(gnorm)
+            units += out.n_units
+            self._advance()
+            if task is not None:
+                self.progress.advance(task, loss_sum / loss_n)
+            if self.on_step:
+                self.on_step(self)
+            if self.stop_requested:
+                break
+        if task is not None:
+            self.progress.stop(task)
+        if self.stop_requested and self.state.step_in_epoch < n:
+            return
+        train_time = time.perf_counter() - t_epoch
+        lr = self.opt.param_groups[-1]["lr"]
+        self.state.epoch = epoch + 1
+        self.state.step_in_epoch = 0
+        train_row = dict(epoch=epoch + 1, step=self.state.global_step, split="train",
+                         loss=loss_sum / max(loss_n, 1), lr=lr,
+                         throughput=units / train_time if train_time > 0 else None,
+                         grad_norm=gnorm_sum / max(loss_n, 1), skipped_batches=skipped)
+        model.eval()
+        with torch.no_grad(), autocast_for(self.device, self.precision):
+            val = self.eval_fn(model)
+        val_row = dict(epoch=epoch + 1, step=self.state.global_step, split="valid", lr=lr, **val)
+        for row in (train_row, val_row):
+            row["elapsed_s"] = round(self.elapsed(), 3)
+            self.state.history.append(row)
+            self.log_row(row)
+        if self.on_epoch_end:
+            self.on_epoch_end(self, val_row)
+
+    def _advance(self) -> None:
+        self.state.step_in_epoch += 1
+        self.state.global_step += 1
