@@ -63,6 +63,14 @@ def wants_verbose(argv: list[str]) -> bool:
         os.environ.get("ULMFIT_VERBOSE") == "1"
 
 
+def log_to_files(message: str) -> None:
+    """Record an error in train.log only: the terminal gets the one-paragraph message."""
+    record = logging.getLogger("ulmfit").makeRecord("ulmfit", logging.ERROR, __file__, 0, message, None, None)
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler):
+            h.handle(record)
+
+
 def refuse_existing_run_dir(argv: list[str]) -> None:
     """Hydra writes .hydra/ into the run dir before the job starts: check before it does."""
     from .stages.common import has_outputs
@@ -98,7 +106,7 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
         try:
             return stage.run(cfg)
         except UserError as e:
-            logging.getLogger("ulmfit").error(str(e))
+            log_to_files(str(e))
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise  # the sweep records this job as failed and goes on
             print_error(e, cfg.verbose)

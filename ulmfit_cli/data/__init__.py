@@ -19,5 +19,5 @@ def load_pretraining_corpus(cfg, data_root: str | None = None) -> TextDataset:
     if cfg.name == "sample":
         from .sample import generate_general_corpus
 
-        return generate_general_corpus()
+        return generate_general_corpus(cfg)
     return load_dataset(cfg, data_root)

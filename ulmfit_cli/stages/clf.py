@@ -33,7 +33,7 @@ def predict_proba(model: TextClassifier, docs: list[np.ndarray], *, bs: int, pad
     """Class probabilities in the order of `docs`, whatever order the length-sorted batches take."""
     model.eval()
     out = None
-    batches = ClassifierBatches(docs, None, bs, pad_id, model.bpt3c.bptt, shuffle=False, reverse=reverse)
+    batches = ClassifierBatches(docs, None, bs, pad_id, model.bptt, shuffle=False, reverse=reverse)
     for batch in batches.epoch():
         with autocast_for(device, precision):
             logits = model(batch.x.to(device)).float()

@@ -102,7 +102,7 @@ def find_source_run(value: str | None, stage: str, outputs_root: str, directions
                 f"Run `ulmfit {prev}` first (with bidirectional= matching this run), pass {key}=<run dir>, "
                 f"or {key}=null to train from scratch.",
             )
-        return max(candidates, key=lambda p: (p / "summary.json").stat().st_mtime)
+        return max(candidates, key=lambda p: (p / "summary.json").stat().st_mtime).resolve()
     path = Path(str(value))
     if not path.is_dir():
         raise UserError(f"{key}={value}: no such run directory.",

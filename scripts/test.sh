@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up, then run the default test suite (slow real-data checks are behind `-m slow`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ULMFIT_EXTRAS=${ULMFIT_EXTRAS:-dev,sweeps} bash scripts/setup.sh
+. .venv/bin/activate
+python -m pytest -q "$@"

@@ -1,0 +1,173 @@
+"""The CLI contract, through the real console script on the embedded sample."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import FAST, ulmfit
+
+METRIC_COLUMNS = ["stage", "direction", "epoch", "step", "split", "loss", "accuracy", "perplexity", "lr",
+                  "throughput", "elapsed_s"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """pretrain -> finetune-lm -> train-clf (fwd+bwd) using the default `latest` hand-off."""
+    cwd = tmp_path_factory.mktemp("pipe")
+    ulmfit("pretrain", *FAST, cwd=cwd)
+    ulmfit("finetune-lm", *FAST, cwd=cwd)
+    ulmfit("train-clf", *FAST, "unfreeze=none", cwd=cwd)
+    runs = {s: sorted((cwd / "outputs" / s).iterdir()) for s in ("pretrain", "finetune-lm", "train-clf")}
+    return cwd, runs
+
+
+def test_help_lists_subcommands(tmp_path):
+    out = ulmfit("--help", cwd=tmp_path).stdout
+    for sub in ("pretrain", "finetune-lm", "train-clf", "evaluate", "predict", "pipeline", "download", "report"):
+        assert f"  {sub}" in out
+
+
+def test_stage_help_and_cfg_job(tmp_path):
+    assert "ulmfit train-clf" in ulmfit("train-clf", "--help", cwd=tmp_path).stdout
+    cfg = ulmfit("train-clf", "--cfg", "job", "schedule.cut_frac=0.2", "model=tiny", cwd=tmp_path).stdout
+    assert "cut_frac: 0.2" in cfg and "hidden_size: 192" in cfg
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_each_stage_writes_the_outputs_contract(pipeline):
+    cwd, runs = pipeline
+    for stage, dirs in runs.items():
+        assert len(dirs) == 1
+        run = dirs[0]
+        for name in ("config.yaml", "train.log", "metrics.csv", "summary.json", ".hydra/config.yaml"):
+            assert (run / name).exists(), f"{stage}: {name} missing"
+        rows = list(csv.DictReader(open(run / "metrics.csv")))
+        assert list(rows[0])[: len(METRIC_COLUMNS)] == METRIC_COLUMNS
+        assert {r["direction"] for r in rows} == {"fwd", "bwd"}
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["stage"] == stage and summary["device"].startswith("cpu")
+        for d in ("fwd", "bwd"):
+            ckpt = torch.load(run / "checkpoints" / f"{d}.pt", weights_only=True)
+            assert ckpt["stage"] == stage and ckpt["direction"] == d
+    lm_rows = list(csv.DictReader(open(runs["pretrain"][0] / "metrics.csv")))
+    assert all(float(r["perplexity"]) > 1 for r in lm_rows if r["split"] == "valid")
+    clf = json.loads((runs["train-clf"][0] / "summary.json").read_text())
+    assert set(clf["results"]) == {"fwd", "bwd", "ensemble"}
+    assert 0 <= clf["results"]["ensemble"]["test_error"] <= 100
+
+
+def test_default_hand_off_is_the_newest_previous_run(pipeline):
+    cwd, runs = pipeline
+    ft = json.loads((runs["finetune-lm"][0] / "summary.json").read_text())
+    clf = json.loads((runs["train-clf"][0] / "summary.json").read_text())
+    assert Path(ft["started_from"]).resolve() == runs["pretrain"][0].resolve()
+    assert Path(clf["started_from"]).resolve() == runs["finetune-lm"][0].resolve()
+
+
+def test_reloaded_checkpoint_gives_the_same_predictions(pipeline, tmp_path):
+    cwd, runs = pipeline
+    run = runs["train-clf"][0]
+    from ulmfit_cli.data.sample import generate_sample
+
+    texts = generate_sample().test_texts[:40]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    a = ulmfit("predict", f"run={run}", f"input={tmp_path / 'in.txt'}", f"output={tmp_path / 'a.csv'}", cwd=cwd)
+    assert a.returncode == 0
+    ulmfit("predict", f"run={run}", f"input={tmp_path / 'in.txt'}", f"output={tmp_path / 'b.jsonl'}", cwd=cwd)
+    rows = list(csv.DictReader(open(tmp_path / "a.csv")))
+    assert [r["text"] for r in rows] == texts
+    jl = [json.loads(line) for line in open(tmp_path / "b.jsonl")]
+    assert [r["label"] for r in rows] == [r["label"] for r in jl]
+    # the same probabilities the training run wrote for these test documents
+    written = list(csv.DictReader(open(run / "predictions_test.csv")))[:40]
+    for r, w in zip(rows, written):
+        assert float(r["p_positive"]) == pytest.approx(float(w["p_positive"]), abs=2e-4)
+    # never overwrite an output file
+    again = ulmfit("predict", f"run={run}", f"input={tmp_path / 'in.txt'}", f"output={tmp_path / 'a.csv'}",
+                   cwd=cwd, check=False)
+    assert again.returncode == 2 and "overwrite=true" in again.stderr
+
+
+def test_evaluate_scores_the_recorded_test_split(pipeline):
+    cwd, runs = pipeline
+    run = runs["train-clf"][0]
+    out = json.loads(ulmfit("evaluate", f"run={run}", "split=test", cwd=cwd).stdout)
+    summary = json.loads((run / "summary.json").read_text())
+    assert out["accuracy"] == pytest.approx(summary["results"]["ensemble"]["test_accuracy"], abs=1e-6)
+
+
+def test_multirun_two_jobs_two_run_dirs(tmp_path):
+    ulmfit("train-clf", "-m", *FAST, "lm=null", "bidirectional=fwd", "unfreeze=none",
+           "schedule.cut_frac=0.1,0.2", cwd=tmp_path)
+    sweeps = list((tmp_path / "outputs" / "multirun" / "train-clf").iterdir())
+    assert len(sweeps) == 1
+    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    cut = [json.loads(json.dumps(open(p / "config.yaml").read())) for p in jobs]
+    assert "cut_frac: 0.1" in cut[0] and "cut_frac: 0.2" in cut[1]
+    assert all((p / "summary.json").exists() for p in jobs)
+
+
+# ---- bad input: one paragraph, non-zero exit, no traceback, nothing overwritten ----------------
+
+def assert_clean_error(proc, *needles):
+    assert proc.returncode != 0
+    err = proc.stderr + proc.stdout
+    assert "Traceback" not in err, err
+    for n in needles:
+        assert n in err, f"{n!r} not in:\n{err}"
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["schedule.cutfrac=0.2"], ["cutfrac"]),
+    (["schedule.ratio=abc"], ["ratio", "abc"]),
+    (["device=cuda", "lm=null"], ["device=cuda", "device=cpu"]),
+    (["dataset=csv", "dataset.train_file=nope.csv", "lm=null"], ["nope.csv"]),
+    (["lm=does/not/exist"], ["lm=does/not/exist"]),
+])
+def test_bad_input_is_a_clean_error(tmp_path, args, needles):
+    proc = ulmfit("train-clf", *FAST, *args, cwd=tmp_path, check=False)
+    assert_clean_error(proc, *needles)
+
+
+def test_csv_without_the_named_columns(tmp_path):
+    (tmp_path / "d.csv").write_text("review,stars\ngood film,5\nbad film,1\n")
+    proc = ulmfit("train-clf", *FAST, "lm=null", "dataset=csv", f"dataset.train_file={tmp_path / 'd.csv'}",
+                  cwd=tmp_path, check=False)
+    assert_clean_error(proc, "text", "review")
+
+
+def test_empty_dataset(tmp_path):
+    (tmp_path / "e.csv").write_text("text,label\n")
+    proc = ulmfit("train-clf", *FAST, "lm=null", "dataset=csv", f"dataset.train_file={tmp_path / 'e.csv'}",
+                  cwd=tmp_path, check=False)
+    assert_clean_error(proc, "e.csv")
+
+
+def test_lm_dir_without_checkpoint_and_checkpoint_of_another_stage(pipeline, tmp_path):
+    cwd, runs = pipeline
+    (tmp_path / "empty_run").mkdir()
+    proc = ulmfit("train-clf", *FAST, f"lm={tmp_path / 'empty_run'}", cwd=tmp_path, check=False)
+    assert_clean_error(proc, "checkpoints/fwd.pt")
+    proc = ulmfit("train-clf", *FAST, f"lm={runs['train-clf'][0]}", cwd=tmp_path, check=False)
+    assert_clean_error(proc, "not a language model")
+    proc = ulmfit("finetune-lm", *FAST, "pretrained=latest", cwd=tmp_path, check=False)
+    assert_clean_error(proc, "pretrained=latest", "pretrained=null")
+
+
+def test_existing_run_dir_is_never_overwritten(pipeline):
+    cwd, runs = pipeline
+    run = runs["pretrain"][0]
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    proc = ulmfit("pretrain", *FAST, f"hydra.run.dir={run}", cwd=cwd, check=False)
+    assert_clean_error(proc, "never overwrites")
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    proc = ulmfit("train-clf", *FAST, "device=cuda", "lm=null", "verbose=true", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr

@@ -1,0 +1,130 @@
+import numpy as np
+import pytest
+import torch
+
+from ulmfit_cli.config import ModelConfig
+from ulmfit_cli.data.batching import ClassifierBatches, LMStream, pad_chunks
+from ulmfit_cli.models import build_classifier, build_lm
+from ulmfit_cli.models.awd_lstm import LockedDropout, WeightDropLSTM, embedding_dropout
+from ulmfit_cli.models.heads import bpt3c_encode, masked_concat_pool
+
+TINY = ModelConfig(emb_size=16, hidden_size=24, n_layers=3)
+
+
+def test_state_dict_keys_are_the_documented_ones():
+    lm = build_lm(TINY, 50, 1)
+    keys = set(lm.state_dict())
+    assert "encoder.encoder.weight" in keys and "decoder.bias" in keys
+    for i in range(3):
+        assert {f"encoder.rnns.{i}.weight_ih_l0", f"encoder.rnns.{i}.weight_hh_l0_raw",
+                f"encoder.rnns.{i}.bias_ih_l0", f"encoder.rnns.{i}.bias_hh_l0"} <= keys
+    assert not any("weight_hh_l0" in k and not k.endswith("_raw") for k in keys)
+    # tied decoder: same storage as the embedding
+    assert lm.decoder.weight.data_ptr() == lm.encoder.encoder.weight.data_ptr()
+
+
+def test_layer_sizes_follow_the_paper_shape():
+    lm = build_lm(ModelConfig(), 100, 1)
+    assert [(r.n_in, r.n_out) for r in lm.encoder.rnns] == [(400, 1152), (1152, 1152), (1152, 400)]
+
+
+def test_weight_drop_matches_nn_lstm_in_eval_and_drops_in_train():
+    torch.manual_seed(0)
+    layer = WeightDropLSTM(5, 7, weight_p=0.5)
+    ref = torch.nn.LSTM(5, 7, batch_first=True)
+    with torch.no_grad():
+        ref.weight_ih_l0.copy_(layer.weight_ih_l0)
+        ref.weight_hh_l0.copy_(layer.weight_hh_l0_raw)
+        ref.bias_ih_l0.copy_(layer.bias_ih_l0)
+        ref.bias_hh_l0.copy_(layer.bias_hh_l0)
+    x = torch.randn(3, 4, 5)
+    h0 = (torch.zeros(1, 3, 7), torch.zeros(1, 3, 7))
+    layer.eval()
+    torch.testing.assert_close(layer(x, h0)[0], ref(x, h0)[0])
+    layer.train()
+    assert not torch.allclose(layer(x, h0)[0], ref(x, h0)[0])
+
+
+def test_locked_dropout_uses_one_mask_across_time():
+    torch.manual_seed(0)
+    dp = LockedDropout(0.5).train()
+    out = dp(torch.ones(4, 10, 6))
+    zero = out == 0
+    assert zero.any()
+    assert torch.equal(zero, zero[:, :1].expand_as(zero))  # same positions at every step
+
+
+def test_embedding_dropout_drops_whole_words():
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(20, 8)
+    ids = torch.tensor([[3, 3, 3, 4, 4, 4]] * 50)
+    out = embedding_dropout(emb, ids, 0.5, training=True)
+    for r in range(50):
+        row = out[r]
+        zeros3 = [bool((row[i] == 0).all()) for i in range(3)]
+        assert len(set(zeros3)) == 1  # word 3 dropped everywhere or nowhere
+    assert torch.equal(embedding_dropout(emb, ids, 0.5, training=False), emb(ids))
+
+
+def test_concat_pool_excludes_padding():
+    states = torch.tensor([[[1.0], [5.0], [3.0]], [[9.0], [2.0], [4.0]]])
+    mask = torch.tensor([[False, False, False], [True, False, False]])
+    last = torch.tensor([2, 2])
+    pooled = masked_concat_pool(states, mask, last)
+    assert pooled[0].tolist() == [3.0, 5.0, 3.0]
+    assert pooled[1].tolist() == [4.0, 4.0, 3.0]  # the padded 9.0 is in neither max nor mean
+
+
+def test_classifier_output_does_not_depend_on_batch_mates_or_padding():
+    torch.manual_seed(0)
+    model = build_classifier(TINY, 60, 1, 3, bptt=5, max_len=40).eval()
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(9, 60, size=n) for n in (3, 17, 8, 30, 12)]
+    alone = torch.cat([model(pad_chunks([d], 1, 5)) for d in docs])
+    together = model(pad_chunks(docs, 1, 5))
+    torch.testing.assert_close(alone, together, atol=1e-5, rtol=1e-5)
+
+
+def test_bpt3c_backpropagates_only_through_the_last_max_len_tokens():
+    torch.manual_seed(0)
+    enc = build_classifier(TINY, 60, 1, 2, bptt=5, max_len=10).encoder.train()
+    ids = torch.randint(9, 60, (1, 40))
+    ids[0, :30] = 7  # early tokens all id 7, late tokens never 7
+    ids[0, 30:] = torch.randint(9, 60, (10,))
+    states, mask, last = bpt3c_encode(enc, ids, 5, 10, 1)
+    assert states.shape[1] == 10
+    states.sum().backward()
+    assert enc.encoder.weight.grad[7].abs().sum() == 0
+    assert enc.encoder.weight.grad[ids[0, 30:]].abs().sum() > 0
+
+
+def test_lm_stream_is_contiguous_and_reversible():
+    docs = [np.arange(0, 50), np.arange(50, 101)]
+    s = LMStream(docs, bs=2, bptt=5, shuffle=False, variable=False)
+    xs = [b.x for b in s.epoch(0)]
+    ys = [b.y for b in s.epoch(0)]
+    x, y = torch.cat(xs, 1), torch.cat(ys, 1)
+    assert torch.equal(x[0, :10], torch.arange(10)) and torch.equal(y[0, :10], torch.arange(1, 11))
+    assert torch.equal(x[1, :3], torch.arange(50, 53))
+    back = torch.cat([b.x for b in LMStream(docs, 2, 5, shuffle=False, variable=False, reverse=True).epoch(0)], 1)
+    assert back[0, 0].item() == 100 and back[0, 1].item() == 99
+
+
+def test_variable_bptt_scales_lr_and_is_deterministic_per_epoch():
+    docs = [np.arange(5000)]
+    s = LMStream(docs, bs=4, bptt=20, seed=3)
+    a = [(b.x.shape[1], b.lr_scale) for b in s.epoch(1)]
+    assert a == [(b.x.shape[1], b.lr_scale) for b in s.epoch(1)]
+    assert a != [(b.x.shape[1], b.lr_scale) for b in s.epoch(2)]
+    assert all(scale == pytest.approx(n / 20) for n, scale in a)
+    assert len({n for n, _ in a}) > 3
+
+
+def test_classifier_batches_cover_every_document_once_and_sort_for_eval():
+    docs = [np.full(n, 9) for n in (5, 50, 7, 30, 2, 9, 11)]
+    b = ClassifierBatches(docs, np.arange(7), bs=3, pad_id=1, bptt=4, seed=0)
+    seen = np.concatenate([bt.idx for bt in b.epoch(0)])
+    assert sorted(seen.tolist()) == list(range(7))
+    ev = ClassifierBatches(docs, None, bs=3, pad_id=1, bptt=4, shuffle=False)
+    first = next(iter(ev.epoch()))
+    assert first.idx.tolist() == [1, 3, 6]

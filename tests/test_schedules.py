@@ -1,0 +1,66 @@
+import math
+
+import pytest
+
+from ulmfit_cli.config import ScheduleConfig, UnfreezeConfig
+from ulmfit_cli.training.param_groups import discriminative_lrs, unfreeze_plan
+from ulmfit_cli.training.schedules import make_schedule, one_cycle, stlr
+
+
+def test_stlr_paper_values_at_known_points():
+    T, cut_frac, ratio = 1000, 0.1, 32
+    cut = math.floor(T * cut_frac)
+    assert stlr(0, T, cut_frac, ratio) == pytest.approx(1 / 32)
+    assert stlr(cut, T, cut_frac, ratio) == pytest.approx(1.0)
+    assert stlr(T, T, cut_frac, ratio) == pytest.approx(1 / 32)
+    # mid-way up: p = 0.5 -> (1 + 0.5 * 31) / 32
+    assert stlr(cut // 2, T, cut_frac, ratio) == pytest.approx((1 + 0.5 * 31) / 32)
+    # on the way down, t = cut + 450: p = 1 - 450 / (100 * 9) = 0.5
+    assert stlr(cut + 450, T, cut_frac, ratio) == pytest.approx((1 + 0.5 * 31) / 32)
+
+
+def test_stlr_rises_then_falls():
+    vals = [stlr(t, 200) for t in range(201)]
+    peak = vals.index(max(vals))
+    assert peak == 20
+    assert all(a < b for a, b in zip(vals[:peak], vals[1:peak + 1]))
+    assert all(a > b for a, b in zip(vals[peak:-1], vals[peak + 1:]))
+
+
+def test_one_cycle_endpoints():
+    assert one_cycle(0, 100, 0.25, 25, 1e5) == pytest.approx(1 / 25)
+    assert one_cycle(25, 100, 0.25, 25, 1e5) == pytest.approx(1.0)
+    assert one_cycle(100, 100, 0.25, 25, 1e5) == pytest.approx(1e-5)
+
+
+def test_make_schedule_uses_config():
+    s = make_schedule(ScheduleConfig(name="stlr", cut_frac=0.2, ratio=16))
+    assert s(20, 100) == pytest.approx(1.0) and s(0, 100) == pytest.approx(1 / 16)
+    assert make_schedule(ScheduleConfig(name="constant"))(7, 100) == 1.0
+
+
+def test_discriminative_lrs_divide_by_decay_per_layer():
+    lrs = discriminative_lrs(0.01, 5, 2.6)
+    assert lrs[-1] == pytest.approx(0.01)
+    for lo, hi in zip(lrs, lrs[1:]):
+        assert hi / lo == pytest.approx(2.6)
+
+
+def test_gradual_unfreezing_adds_one_group_per_epoch():
+    phases = unfreeze_plan(UnfreezeConfig(name="gradual", steps=[1, 2, 3, 4]), 5, 6)
+    assert [p.trainable for p in phases] == [
+        [False, False, False, False, True],
+        [False, False, False, True, True],
+        [False, False, True, True, True],
+        [False, True, True, True, True],
+        [True] * 5,
+    ]
+    assert [p.epochs for p in phases] == [1, 1, 1, 1, 2]
+
+
+def test_other_unfreeze_plans():
+    assert [p.trainable for p in unfreeze_plan(UnfreezeConfig(name="none"), 3, 4)] == [[True] * 3]
+    assert [p.trainable for p in unfreeze_plan(UnfreezeConfig(name="last"), 3, 4)] == [[False, False, True]]
+    chain = unfreeze_plan(UnfreezeConfig(name="chain_thaw"), 3, 5)
+    assert [p.trainable for p in chain] == [[False, False, True], [False, True, False], [True, False, False], [True] * 3]
+    assert chain[-1].epochs == 2
