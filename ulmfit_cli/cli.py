@@ -86,6 +86,35 @@ def refuse_existing_run_dir(argv: list[str]) -> None:
                 )
 
 
+def expand_resume(subcommand: str, argv: list[str]) -> list[str]:
+    """`resume=<run dir>|auto`: re-run with that run's own overrides, in that run's directory."""
+    value = next((a.split("=", 1)[1] for a in argv if a.startswith("resume=")), None)
+    if value in (None, "null", "None", ""):
+        return argv
+    if value == "auto":
+        root = Path(next((a.split("=", 1)[1] for a in argv if a.startswith("outputs_root=")), "outputs")) / subcommand
+        unfinished = [p for p in root.glob("*") if (p / "checkpoints" / "last").is_dir() and not (p / "summary.json").exists()]
+        if not unfinished:
+            raise UserError(f"resume=auto found no unfinished `{subcommand}` run with saved progress under {root}.",
+                            "Pass resume=<run dir>, or start a new run without resume=.")
+        run = max(unfinished, key=lambda p: p.stat().st_mtime)
+    else:
+        run = Path(value)
+    saved = run / ".hydra" / "overrides.yaml"
+    if not (run / "checkpoints").is_dir() or not saved.exists():
+        raise UserError(f"resume={value}: {run} is not a `{subcommand}` run with saved progress (no checkpoints/ or .hydra/).",
+                        "Pass the directory of an interrupted run (outputs/<stage>/<time>).")
+    if (run / "summary.json").exists():
+        raise UserError(f"resume={value}: that run already finished ({run}/summary.json exists).",
+                        "Nothing to resume; start a new run instead.")
+    from omegaconf import OmegaConf
+
+    drop = ("resume=", "hydra.run.dir=")
+    original = [o for o in OmegaConf.load(saved) if not str(o).startswith(drop)]
+    rest = [a for a in argv if not a.startswith(drop)]
+    return [*original, *rest, f"resume={run}", f"hydra.run.dir={run}"]
+
+
 def run_stage(subcommand: str, argv: list[str]) -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -96,8 +125,8 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
     config.register()
     resolvers.register()
     config_name, module, _ = HYDRA_APPS[subcommand]
-    verbose = wants_verbose(argv)
     refuse_existing_run_dir(argv)
+    argv = expand_resume(subcommand, argv)
 
     def task(cfg):
         import importlib

@@ -22,6 +22,15 @@ class MetricsWriter:
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(COLUMNS)
 
+    def rows(self) -> int:
+        with open(self.path) as f:
+            return sum(1 for _ in f) - 1
+
+    def truncate(self, n_rows: int) -> None:
+        """Drop rows written after a checkpoint, so a resumed run's metrics.csv matches an uninterrupted one."""
+        lines = self.path.read_text().splitlines(keepends=True)
+        self.path.write_text("".join(lines[: n_rows + 1]))
+
     def __call__(self, row: dict) -> None:
         row = {**self.fixed, **row}
         with open(self.path, "a", newline="") as f:

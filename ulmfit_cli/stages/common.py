@@ -69,6 +69,37 @@ class Run:
                                "config": OmegaConf.to_container(self.cfg, resolve=True)})
         return path
 
+    # -- resumable training state ------------------------------------------------------------
+    def save_progress(self, direction: str, trainer_state: dict) -> None:
+        """checkpoints/last/<direction>-<step>.pt, keeping the newest `checkpoint.keep`."""
+        step = trainer_state["loop"]["global_step"]
+        folder = self.ckpt_dir / "last"
+        save_checkpoint(folder / f"{direction}-{step:09d}.pt",
+                        {"kind": "progress", "stage": self.cfg.stage, "direction": direction,
+                         "trainer": trainer_state, "metrics_rows": self.metrics.rows()})
+        for old in sorted(folder.glob(f"{direction}-*.pt"))[: -max(self.cfg.checkpoint.keep, 1)]:
+            old.unlink()
+
+    def load_progress(self, direction: str) -> dict | None:
+        """The newest progress checkpoint of `direction` when resuming, else None."""
+        if not self.cfg.get("resume"):
+            return None
+        found = sorted((self.ckpt_dir / "last").glob(f"{direction}-*.pt"))
+        if not found:
+            return None
+        state = load_checkpoint(found[-1])
+        self.metrics.truncate(state["metrics_rows"])
+        log.info("resuming %s from %s (epoch %d, step %d)", direction, found[-1].name,
+                 state["trainer"]["loop"]["epoch"], state["trainer"]["loop"]["global_step"])
+        return state["trainer"]
+
+    def finished_result(self, direction: str) -> dict | None:
+        """When resuming, a direction whose final checkpoint exists is done: return its result."""
+        path = self.ckpt_dir / f"{direction}.pt"
+        if self.cfg.get("resume") and path.exists():
+            return load_checkpoint(path).get("result")
+        return None
+
     def finish(self, results: dict, started_from: str | None = None, **extra) -> dict:
         summary = {
             "stage": self.cfg.stage,

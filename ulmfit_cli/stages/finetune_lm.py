@@ -36,6 +36,9 @@ def run(cfg) -> dict:
     train_docs, valid_docs = encode(numericalizer, lm_texts), encode(numericalizer, data.valid_texts)
     results = {}
     for direction in directions:
+        if (done := run.finished_result(direction)) is not None:
+            results[direction] = done
+            continue
         model = build_lm_from(cfg, numericalizer, sources[direction])
         results[direction] = train_lm(run, model, numericalizer, train_docs, valid_docs, direction)
     return run.finish(results, started_from=str(source_dir) if source_dir else None,

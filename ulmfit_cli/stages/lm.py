@@ -17,6 +17,7 @@ from ..models.heads import LanguageModel
 from ..training.loop import StepOut, Trainer
 from ..training.param_groups import discriminative_lrs, group_params, unfreeze_plan
 from ..training.schedules import make_schedule
+from ..errors import UserError
 from .common import Run
 
 log = logging.getLogger("ulmfit")
@@ -94,15 +95,45 @@ def train_lm(run: Run, model: LanguageModel, numericalizer, train_docs, valid_do
         max_steps_per_epoch=t.max_steps_per_epoch,
     )
     phases = unfreeze_plan(cfg.unfreeze, len(groups), t.epochs)
+    track_progress(run, trainer, direction)
     log.info("%s LM: %d train tokens, %d valid tokens, %d batches/epoch, vocab %d",
              direction, train.n_tokens, valid.n_tokens, len(train), len(numericalizer.itos))
     with stop_on_signal(trainer):
         history = trainer.fit(train, phases)
     final = next(r for r in reversed(history) if r["split"] == "valid")
-    run.save(direction, lm_payload(model, numericalizer, cfg, direction))
-    return {"val_loss": final["loss"], "val_perplexity": final["perplexity"],
-            "val_accuracy": final["accuracy"], "epochs": trainer.state.epoch,
-            "train_tokens": train.n_tokens}
+    result = {"val_loss": final["loss"], "val_perplexity": final["perplexity"],
+              "val_accuracy": final["accuracy"], "epochs": trainer.state.epoch,
+              "train_tokens": train.n_tokens}
+    run.save(direction, {**lm_payload(model, numericalizer, cfg, direction), "result": result})
+    return result
+
+
+def track_progress(run: Run, trainer: Trainer, direction: str) -> None:
+    """Resume from the newest progress checkpoint if asked; save one every N steps, every epoch
+    and on SIGINT/SIGTERM (then exit, pointing at resume=)."""
+    state = run.load_progress(direction)
+    if state is not None:
+        trainer.load_state_dict(state)
+    every = run.cfg.checkpoint.every_steps
+
+    def on_step(tr: Trainer) -> None:
+        if tr.stop_requested or (every and tr.state.global_step % every == 0):
+            run.save_progress(direction, tr.state_dict())
+        if tr.stop_requested:
+            raise Interrupted(run.dir)
+
+    def on_epoch_end(tr: Trainer, row: dict) -> None:
+        run.save_progress(direction, tr.state_dict())
+
+    trainer.on_step, trainer.on_epoch_end = on_step, on_epoch_end
+
+
+class Interrupted(UserError):
+    exit_code = 130
+
+    def __init__(self, run_dir):
+        super().__init__(f"Stopped by a signal; progress saved in {run_dir}/checkpoints/last.",
+                         f"Continue exactly where it stopped with resume={run_dir}.")
 
 
 def lm_payload(model: LanguageModel, numericalizer, cfg, direction: str) -> dict:

@@ -17,6 +17,9 @@ def run(cfg) -> dict:
     train_docs, valid_docs = encode(numericalizer, corpus.train_texts), encode(numericalizer, corpus.valid_texts)
     results = {}
     for direction in cfg.bidirectional.directions:
+        if (done := run.finished_result(direction)) is not None:
+            results[direction] = done
+            continue
         model = build_lm_from(cfg, numericalizer)
         results[direction] = train_lm(run, model, numericalizer, train_docs, valid_docs, direction)
     return run.finish(results, vocab_size=len(numericalizer.itos), dataset=corpus.name)

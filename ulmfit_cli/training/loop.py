@@ -45,6 +45,11 @@ class LoopState:
     step_in_epoch: int = 0  # batches done in the current epoch
     global_step: int = 0
     history: list = field(default_factory=list)
+    # running sums of the current epoch, so a mid-epoch resume reports the same epoch means
+    sums: dict = field(default_factory=lambda: dict(EMPTY_SUMS))
+
+
+EMPTY_SUMS = {"loss": 0.0, "n": 0, "grad_norm": 0.0, "units": 0, "skipped": 0, "seconds": 0.0}
 
 
 def autocast_for(device: torch.device, precision: str):
@@ -123,7 +128,8 @@ class Trainer:
         skip = self.state.step_in_epoch
         if skip == 0 and hasattr(model, "reset"):
             model.reset()
-        units, t_epoch, loss_sum, loss_n, gnorm_sum, skipped = 0, time.perf_counter(), 0.0, 0, 0.0, 0
+        sums = self.state.sums
+        t_last = time.perf_counter()
         task = self.progress.start(f"epoch {epoch + 1}", n, skip) if self.progress else None
         it: Iterator = iter(batches.epoch(epoch))
         for i, batch in enumerate(it):
@@ -140,7 +146,7 @@ class Trainer:
             if not torch.isfinite(loss.detach()):
                 if self.on_nan == "skip":
                     self.opt.zero_grad(set_to_none=True)
-                    skipped += 1
+                    sums["skipped"] += 1
                     self._advance()
                     continue
                 raise NonFiniteLoss(self.state.global_step, float(loss.detach()))
@@ -151,13 +157,16 @@ class Trainer:
             self.scaler.step(self.opt)
             self.scaler.update()
             self.opt.zero_grad(set_to_none=True)
-            loss_sum += out.report_loss if out.report_loss is not None else float(loss.detach())
-            loss_n += 1
-            gnorm_sum += float(gnorm)
-            units += out.n_units
+            sums["loss"] += out.report_loss if out.report_loss is not None else float(loss.detach())
+            sums["n"] += 1
+            sums["grad_norm"] += float(gnorm)
+            sums["units"] += out.n_units
+            now = time.perf_counter()
+            sums["seconds"] += now - t_last
+            t_last = now
             self._advance()
             if task is not None:
-                self.progress.advance(task, loss_sum / loss_n)
+                self.progress.advance(task, sums["loss"] / sums["n"])
             if self.on_step:
                 self.on_step(self)
             if self.stop_requested:
@@ -166,14 +175,15 @@ class Trainer:
             self.progress.stop(task)
         if self.stop_requested and self.state.step_in_epoch < n:
             return
-        train_time = time.perf_counter() - t_epoch
         lr = self.opt.param_groups[-1]["lr"]
         self.state.epoch = epoch + 1
         self.state.step_in_epoch = 0
+        self.state.sums = dict(EMPTY_SUMS)
+        n_done = max(sums["n"], 1)
         train_row = dict(epoch=epoch + 1, step=self.state.global_step, split="train",
-                         loss=loss_sum / max(loss_n, 1), lr=lr,
-                         throughput=units / train_time if train_time > 0 else None,
-                         grad_norm=gnorm_sum / max(loss_n, 1), skipped_batches=skipped)
+                         loss=sums["loss"] / n_done, lr=lr,
+                         throughput=sums["units"] / sums["seconds"] if sums["seconds"] > 0 else None,
+                         grad_norm=sums["grad_norm"] / n_done, skipped_batches=sums["skipped"])
         model.eval()
         with torch.no_grad(), autocast_for(self.device, self.precision):
             val = self.eval_fn(model)
@@ -184,6 +194,39 @@ class Trainer:
             self.log_row(row)
         if self.on_epoch_end:
             self.on_epoch_end(self, val_row)
+
+    # -- resume ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: weights, optimiser, loop position, RNGs."""
+        from ..runtime import rng_state
+
+        extra = getattr(self.model, "hidden", None)
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "loop": {"epoch": self.state.epoch, "step_in_epoch": self.state.step_in_epoch,
+                     "global_step": self.state.global_step, "history": self.state.history,
+                     "sums": dict(self.state.sums)},
+            "rng": rng_state(),
+            "hidden": [[h.cpu(), c.cpu()] for h, c in extra] if extra is not None else None,
+            "elapsed_s": self.elapsed(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        from ..runtime import set_rng_state
+
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        loop = state["loop"]
+        self.state = LoopState(loop["epoch"], loop["step_in_epoch"], loop["global_step"], list(loop["history"]),
+                               dict(loop["sums"]))
+        if state.get("hidden") is not None and hasattr(self.model, "hidden"):
+            self.model.hidden = [(h.to(self.device), c.to(self.device)) for h, c in state["hidden"]]
+        set_rng_state(state["rng"])
+        self.elapsed_before = state["elapsed_s"]
+        self.t0 = time.perf_counter()
 
     def _advance(self) -> None:
         self.state.step_in_epoch += 1
