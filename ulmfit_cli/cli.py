@@ -63,6 +63,20 @@ def wants_verbose(argv: list[str]) -> bool:
         os.environ.get("ULMFIT_VERBOSE") == "1"
 
 
+def as_user_error(e: OSError) -> Exception:
+    """Disk full / read-only / permission problems are the user's to fix, not a traceback."""
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UserError(f"No space left on the device while writing {e.filename or 'outputs'}; the last complete "
+                         "checkpoint was kept (checkpoints are written to a temp file and renamed).",
+                         "Free some space or set outputs_root= to another disk, then resume=<run dir>.")
+    if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return UserError(f"Cannot write {e.filename or 'the outputs'}: {e.strerror}.",
+                         "Make the outputs directory writable or point outputs_root= at a writable directory.")
+    return e
+
+
 def log_to_files(message: str) -> None:
     """Record an error in train.log only: the terminal gets the one-paragraph message."""
     record = logging.getLogger("ulmfit").makeRecord("ulmfit", logging.ERROR, __file__, 0, message, None, None)
@@ -133,7 +147,10 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
 
         stage = importlib.import_module(f"ulmfit_cli.stages.{module}")
         try:
-            return stage.run(cfg)
+            try:
+                return stage.run(cfg)
+            except OSError as e:
+                raise as_user_error(e) from e
         except UserError as e:
             log_to_files(str(e))
             if HydraConfig.get().mode == RunMode.MULTIRUN:
