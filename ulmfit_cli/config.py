@@ -48,6 +48,8 @@ class DatasetConfig:
     max_docs: Optional[int] = None  # cap every split (quick experiments)
     use_unsup: bool = True  # include unlabelled text (e.g. IMDb unsup) in LM fine-tuning
     use_test_for_lm: bool = False
+    # The general-domain dataset config `ulmfit pipeline` pretrains on for this task.
+    pretrain_corpus: str = "wikitext103"
 
 
 @dataclass

@@ -52,11 +52,29 @@ def outputs_root(overrides: list[str]) -> Path:
     return Path("outputs")
 
 
+def pretrain_corpus(finetune_overrides: list[str]) -> str:
+    """The target dataset's `pretrain_corpus` (e.g. trec6 -> wikitext103, sample -> sample)."""
+    from hydra import compose, initialize_config_dir
+
+    from .. import config, resolvers
+    from ..cli import conf_dir
+
+    config.register()
+    resolvers.register()
+    overrides = [o for o in finetune_overrides if not o.startswith(("hydra.", "hydra/"))]
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return compose(config_name="finetune_lm", overrides=overrides).dataset.pretrain_corpus
+
+
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(HELP)
         return 0
     per_stage, skip = split_overrides(argv)
+    if "pretrain" not in skip and not any(o.startswith("pretrain/dataset=") for o in argv):
+        # the target task's dataset is not what stage 1 reads: it reads its general-domain corpus
+        corpus = pretrain_corpus(per_stage["finetune-lm"])
+        per_stage["pretrain"] = [o for o in per_stage["pretrain"] if not o.startswith("dataset=")] + [f"dataset={corpus}"]
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     previous: Path | None = None
     rows = []
