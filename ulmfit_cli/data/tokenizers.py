@@ -176,30 +176,60 @@ def word_tokenize(text: str) -> list[str]:
 _re_detok_before = re.compile(r" ([.,;:!?%)\]}…]|n't\b|'(?:s|m|d|ll|ve|re)\b)")
 _re_detok_after = re.compile(r"([(\[{$]) ")
 _re_detok_nl = re.compile(r" ?\n ?")
+_SPECIAL_SET = frozenset(SPECIAL_TOKENS)
+
+
+def _is_wordish(t: str) -> bool:
+    return bool(t) and (t[-1].isalnum() or t[-1] == "_")
 
 
 def word_detokenize(tokens: Sequence[str]) -> str:
-    """Approximate inverse of `word_tokenize` (markers undone, spaces before punctuation removed)."""
+    """Approximate inverse of `word_tokenize` (markers undone, spaces before punctuation removed).
+
+    Also for sampled text: a case or repetition marker that is not followed by what it needs
+    (a word; a count and a token) is dropped; a character repetition that followed a word
+    (``s xxrep 5 o``, from ``sooooo``) is glued back onto it; double quotes are paired
+    (opening one sticks to the next token, closing one to the previous); the lone pronoun
+    ``i`` (lower-cased without a marker by the tokenizer) is written ``I``.
+    """
     out: list[str] = []
+    glue: list[bool] = []  # glue[k]: out[k] is joined to out[k-1] without a space
+
+    def push(w: str, g: bool = False) -> None:
+        if out and out[-1] == '"' and not glue[-1]:
+            g = True  # the token after an opening quote
+        out.append(w)
+        glue.append(g)
+
     i, n = 0, len(tokens)
+    open_quote = False
     while i < n:
         t = tokens[i]
         if t in (BOS, PAD):
             i += 1
-            continue
-        if t in (TK_MAJ, TK_UP) and i + 1 < n:
-            nxt = tokens[i + 1]
-            out.append(nxt[:1].upper() + nxt[1:] if t == TK_MAJ else nxt.upper())
-            i += 2
-            continue
-        if t in (TK_REP, TK_WREP) and i + 2 < n and tokens[i + 1].isdigit():
-            cnt, w = int(tokens[i + 1]), tokens[i + 2]
-            out.append(w * cnt if t == TK_REP else " ".join([w] * cnt))
-            i += 3
-            continue
-        out.append(t)
-        i += 1
-    s = " ".join(out)
+        elif t in (TK_MAJ, TK_UP):
+            if i + 1 < n and tokens[i + 1] not in _SPECIAL_SET:
+                nxt = tokens[i + 1]
+                push(nxt[:1].upper() + nxt[1:] if t == TK_MAJ else nxt.upper())
+                i += 2
+            else:
+                i += 1  # dangling marker
+        elif t in (TK_REP, TK_WREP):
+            if i + 2 < n and tokens[i + 1].isdigit() and tokens[i + 2] not in _SPECIAL_SET:
+                cnt, w = int(tokens[i + 1]), tokens[i + 2]
+                after_word = i > 0 and tokens[i - 1] not in _SPECIAL_SET and bool(out) and _is_wordish(out[-1])
+                push(w * cnt if t == TK_REP else " ".join([w] * cnt), t == TK_REP and _is_wordish(w) and after_word)
+                i += 3
+            else:
+                i += 1  # dangling marker
+        elif t == '"':
+            push(t, open_quote)  # a closing quote sticks to the token before it
+            open_quote = not open_quote
+            i += 1
+        else:
+            push("I" if t == "i" else t)
+            i += 1
+    s = "".join(w if (k == 0 or glue[k]) else " " + w for k, w in enumerate(out))
     s = _re_detok_before.sub(r"\1", s)
     s = _re_detok_after.sub(r"\1", s)
     s = _re_detok_nl.sub("\n", s)
