@@ -5,3 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 ulmfit pipeline experiment=quickstart "$@"
+# One sample from the fine-tuned LM (run= defaults to the newest finetune-lm run under outputs/).
+ulmfit generate prompt="The movie was" n_words=30 seed=0

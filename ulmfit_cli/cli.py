@@ -25,6 +25,9 @@ TOOLS = {
     "predict": ("predict", "Label texts from a file or stdin with a trained classifier (CSV or JSONL out)."),
     "download": ("download", "Fetch a corpus (wikitext103, imdb, trec6, ...), resumable and checksummed."),
     "report": ("report", "One table (and plots) for run dirs or a multirun sweep dir."),
+    "import-fastai": ("import_fastai", "Turn fastai's pretrained AWD_LSTM (e.g. WT103 lstm_fwd.pth + itos) into a pretrain run."),
+    "export-fastai": ("export_fastai", "Write a pretrain/finetune-lm run's LMs in fastai's layout (.pth + itos .pkl)."),
+    "generate": ("generate", "Sample text from a trained language model (run=<pretrain or finetune-lm dir>)."),
 }
 
 
@@ -41,9 +44,9 @@ def conf_dir() -> str:
 def usage() -> str:
     lines = ["usage: ulmfit SUBCOMMAND [overrides | options]", "", "ULMFiT experiment runner (Howard & Ruder 2018).", "",
              "training stages (Hydra apps: key=value overrides, -m, --cfg job, --help, hydra.run.dir=...):"]
-    lines += [f"  {name:<13}{h}" for name, (_, _, h) in HYDRA_APPS.items()]
+    lines += [f"  {name:<15}{h}" for name, (_, _, h) in HYDRA_APPS.items()]
     lines += ["", "tools:"]
-    lines += [f"  {name:<13}{h}" for name, (_, h) in TOOLS.items()]
+    lines += [f"  {name:<15}{h}" for name, (_, h) in TOOLS.items()]
     lines += ["", "Run `ulmfit SUBCOMMAND --help` for its options."]
     return "\n".join(lines)
 

@@ -42,7 +42,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     probs = sorted_logits.float().softmax(-1)
     mass_before = probs.cumsum(-1) - probs  # mass of the tokens ranked above each one
-    drop_sorted = mass_before >= p
+    drop_sorted = mass_before >= p - 1e-6  # tolerance: a set whose mass is p up to rounding is enough
     drop_sorted[..., 0] = False
     drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, NEG_INF)
