@@ -108,6 +108,12 @@ def expand_resume(subcommand: str, argv: list[str]) -> list[str]:
     value = next((a.split("=", 1)[1] for a in argv if a.startswith("resume=")), None)
     if value in (None, "null", "None", ""):
         return argv
+    if any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in argv):
+        if value == "auto":  # left to each job: it continues its own job dir when re-run (a requeued SLURM job)
+            return argv
+        raise UserError(f"resume={value} continues one run; it cannot be combined with -m.",
+                        "In a sweep use resume=auto: a job that is re-run (e.g. requeued by SLURM) then continues "
+                        "from its own directory's checkpoints.")
     if value == "auto":
         root = Path(next((a.split("=", 1)[1] for a in argv if a.startswith("outputs_root=")), "outputs")) / subcommand
         unfinished = [p for p in root.glob("*") if (p / "checkpoints" / "last").is_dir() and not (p / "summary.json").exists()]
@@ -148,10 +154,15 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
     def task(cfg):
         import importlib
 
+        from .reporting.objective import check_objective, objective_value
+
         stage = importlib.import_module(f"ulmfit_cli.stages.{module}")
         try:
             try:
-                return stage.run(cfg)
+                check_objective(cfg)
+                summary = stage.run(cfg)
+                # objective=<metric>: a float for an optimising sweeper (Optuna); else the summary dict
+                return objective_value(summary, cfg.objective) if cfg.get("objective") else summary
             except OSError as e:
                 raise as_user_error(e) from e
         except UserError as e:

@@ -137,11 +137,15 @@ class Interrupted(UserError):
 
 
 def lm_payload(model: LanguageModel, numericalizer, cfg, direction: str) -> dict:
+    enc = model.encoder
+    # the sizes of the model itself: a pretrained source fixes them, whatever cfg.model says
+    sizes = {"emb_size": enc.emb_size, "hidden_size": enc.hidden_size, "n_layers": enc.n_layers,
+             "tie_weights": model.decoder.weight is enc.encoder.weight}
     return {
         "kind": "lm",
         "direction": direction,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "model_config": OmegaConf.to_container(cfg.model, resolve=True),
+        "model_config": {**OmegaConf.to_container(cfg.model, resolve=True), **sizes},
         "numericalizer": numericalizer.state(),
         "vocab_identity": numericalizer.identity(),
     }

@@ -1,0 +1,266 @@
+"""`ulmfit import-fastai --weights lstm_fwd.pth --vocab itos_wt103.pkl [--backward lstm_bwd.pth] [--out DIR]`.
+
+Turns fastai's pretrained AWD_LSTM language model (e.g. its WikiText-103 one: lstm_fwd.pth,
+lstm_bwd.pth, itos_wt103.pkl) into an ulmfit pretrain run directory (config.yaml, summary.json,
+checkpoints/fwd.pt [bwd.pt]) that `ulmfit finetune-lm pretrained=<DIR>` starts from.
+
+Nothing in the two files is executed: the weights are read with torch.load(weights_only=True),
+the vocabulary with an unpickler that refuses every global (a list of str needs none).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import torch
+from omegaconf import OmegaConf
+
+from ..checkpoints import save_checkpoint
+from ..errors import UserError
+from ..models.fastai_compat import (FastaiFormatError, LMSizes, check_itos, from_fastai_lm, reorder_rows,
+                                    vocab_to_ulmfit)
+from .args import parse
+
+USAGE = ("usage: ulmfit import-fastai --weights lstm_fwd.pth --vocab itos_wt103.pkl "
+         "[--backward lstm_bwd.pth] [--out DIR] [--outputs-root outputs]\n"
+         "  (KEY=VALUE works too: weights=... vocab=... backward=... out=...)")
+
+HELP = f"""{USAGE}
+
+Converts a fastai AWD_LSTM language model (a state dict as fastai's lstm_fwd.pth, or a
+learn.save(..., with_opt=False) file) and its vocabulary (a pickled list of tokens, as
+itos_wt103.pkl) into an ulmfit pretrain run directory, by default
+<outputs-root>/pretrain/<time>-fastai-import. Then:
+
+    ulmfit finetune-lm pretrained=<that dir> dataset=...   (bidirectional=both with --backward)
+
+  --weights   the forward LM's weights (.pth)
+  --vocab     the vocabulary both directions share (.pkl)
+  --backward  the backward LM's weights (fastai's lstm_bwd.pth), optional
+  --out       the run directory to create (must not exist, or be empty)
+"""
+
+
+@dataclass
+class ImportArgs:
+    weights: str = "???"
+    vocab: str = "???"
+    backward: Optional[str] = None
+    out: Optional[str] = None
+    outputs_root: str = "outputs"
+    verbose: bool = False
+
+
+def flags_to_dotlist(argv: list[str], usage: str) -> list[str]:
+    """`--key value`, `--key=value` (dashes in key become _) and `key=value` -> key=value."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--"):
+            key, eq, val = a[2:].partition("=")
+            key = key.replace("-", "_")
+            if not eq:
+                if key == "verbose":
+                    val = "true"
+                elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                    i += 1
+                    val = argv[i]
+                else:
+                    raise UserError(f"{a} needs a value.", usage)
+            out.append(f"{key}={val}")
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
+class _NoGlobals(pickle.Unpickler):
+    """Unpickles plain data only: any class or function reference is refused, never imported."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}")
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("it refers to a persistent object")
+
+
+def read_itos(path: Path) -> list[str]:
+    """fastai's vocabulary pickle (a list of str), read without executing anything."""
+    if not path.is_file():
+        raise UserError(f"--vocab {path}: no such file.", "Pass fastai's vocabulary pickle (e.g. itos_wt103.pkl).")
+    try:
+        obj = _NoGlobals(io.BytesIO(path.read_bytes())).load()
+        return check_itos(obj)
+    except (pickle.UnpicklingError, FastaiFormatError) as e:
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise UserError(
+            f"--vocab {path} is not a plain list of tokens ({reason}), so it was refused unopened; "
+            "nothing in it was run.",
+            "Pass fastai's vocabulary pickle (itos_wt103.pkl, or pickle.dump(list(learn.dls.vocab), f)).",
+        ) from None
+    except Exception as e:  # truncated, not a pickle, ...
+        raise UserError(f"--vocab {path} could not be read as a pickle ({type(e).__name__}: {str(e)[:200]}).",
+                        "Pass fastai's vocabulary pickle (e.g. itos_wt103.pkl).") from None
+
+
+def read_fastai_lm(path: Path, flag: str) -> tuple[dict, LMSizes, list[str]]:
+    if not path.is_file():
+        raise UserError(f"{flag} {path}: no such file.", "Pass fastai's language-model weights (e.g. lstm_fwd.pth).")
+    fix = ("Pass a fastai AWD_LSTM language model saved as a state dict: fastai's lstm_fwd.pth / lstm_bwd.pth, "
+           "torch.save(learn.model.state_dict(), path) or learn.save(name, with_opt=False).")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"{flag} {path} holds objects other than tensors and plain data (an optimizer state "
+                        f"from learn.save?), so it was refused unopened ({str(e).splitlines()[0][:200]}).", fix) from None
+    except Exception as e:
+        raise UserError(f"{flag} {path} could not be read as a torch file ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200] if str(e) else ''}).", fix) from None
+    try:
+        return from_fastai_lm(obj)
+    except FastaiFormatError as e:
+        raise UserError(f"{flag} {path} is not a fastai AWD_LSTM language model: {e}.", fix) from None
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def compose_config(overrides: list[str]):
+    """The pretrain stage's config, as `ulmfit pretrain <overrides>` would run with."""
+    from hydra import compose, initialize_config_dir
+
+    from .. import config, resolvers
+    from ..cli import conf_dir
+
+    config.register()
+    resolvers.register()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return compose(config_name="pretrain", overrides=overrides)
+
+
+def new_output_dir(out: Path, flag: str = "--out") -> Path:
+    """Refuse an existing non-empty directory (nothing is ever overwritten); return a sibling
+    temp dir to build in, renamed to `out` once complete."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{flag} {out} already exists; nothing is overwritten.",
+                        f"Choose another {flag} directory, or leave {flag} out for a new one.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # as mkdir would make it (mkdtemp's is private)
+    return tmp
+
+
+def finish_output_dir(tmp: Path, out: Path) -> None:
+    if out.is_dir():
+        out.rmdir()  # empty (checked before), so rename can take its place
+    os.replace(tmp, out)
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(HELP)
+        return 0
+    a = parse(ImportArgs, flags_to_dotlist(argv, USAGE), USAGE)
+    t0 = time.time()
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    out = Path(a.out) if a.out else Path(a.outputs_root) / "pretrain" / f"{stamp}-fastai-import"
+
+    itos = read_itos(Path(a.vocab))
+    files = {"fwd": Path(a.weights)}
+    if a.backward:
+        files["bwd"] = Path(a.backward)
+    lms = {d: read_fastai_lm(p, "--weights" if d == "fwd" else "--backward") for d, p in files.items()}
+    sizes = lms["fwd"][1]
+    for d, (_, s, _) in lms.items():
+        flag = "--weights" if d == "fwd" else "--backward"
+        if s.vocab_size != len(itos):
+            raise UserError(f"{flag} {files[d]} has {s.vocab_size} embedding rows but --vocab {a.vocab} has "
+                            f"{len(itos)} tokens: they are not the same model's.",
+                            "Pass the vocabulary the weights were trained with (for fastai's WT103 models: itos_wt103.pkl).")
+        if s.model_config() != sizes.model_config():
+            raise UserError(f"--backward {files[d]} has another architecture ({s.model_config()}) than --weights "
+                            f"({sizes.model_config()}).", "Pass the forward and backward models of one pretraining.")
+    plan = vocab_to_ulmfit(itos)
+
+    from ..data.tokenizers import WordNumericalizer
+    from ..models import build_lm
+    from ..stages.lm import lm_payload
+
+    numericalizer = WordNumericalizer(plan.itos, max_vocab=len(plan.itos), min_freq=1)
+    cfg = compose_config([
+        "tokenizer=word", f"tokenizer.max_vocab={len(plan.itos)}", "tokenizer.min_freq=1",
+        f"bidirectional={'both' if a.backward else 'fwd'}", f"outputs_root={a.outputs_root}",
+        *(f"model.{k}={v}" for k, v in sizes.model_config().items()),
+    ])
+    tmp = new_output_dir(out)
+    try:
+        results = {}
+        for d, (state, s, _) in lms.items():
+            if not plan.is_identity:
+                state = reorder_rows(state, plan.rows)
+            model = build_lm(cfg.model, len(plan.itos), numericalizer.pad_id)
+            model.load_state_dict(state, strict=True)  # the sizes fit ulmfit's AWD-LSTM exactly
+            results[d] = {"imported_from": str(files[d].resolve())}
+            save_checkpoint(tmp / "checkpoints" / f"{d}.pt", {
+                "stage": "pretrain", **lm_payload(model, numericalizer, cfg, d),
+                "result": results[d], "config": OmegaConf.to_container(cfg, resolve=True)})
+        (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        from ..reporting.metrics import write_json
+
+        summary = {
+            "stage": "pretrain",
+            "run_dir": str(out),
+            "started_from": None,
+            "results": results,
+            "wall_time_s": round(time.time() - t0, 2),
+            "device": "cpu",
+            "precision": "fp32",
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "vocab_size": len(plan.itos),
+            "dataset": "fastai import",
+            "fastai_import": {
+                "files": {**{f"{d}_weights": {"path": str(p.resolve()), "sha256": sha256(p)} for d, p in files.items()},
+                          "vocab": {"path": str(Path(a.vocab).resolve()), "sha256": sha256(Path(a.vocab))}},
+                "architecture": {**sizes.model_config(), "vocab_size": sizes.vocab_size, "out_bias": sizes.out_bias},
+                "special_tokens_moved": not plan.is_identity,
+                "special_tokens_added": plan.added,
+                "duplicate_tokens_renamed": len(plan.renamed),
+                "notes": sorted({n for _, _, notes in lms.values() for n in notes}),
+            },
+        }
+        write_json(tmp / "summary.json", summary)
+        finish_output_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    arch = (f"vocab {len(plan.itos)}, emb {sizes.emb_size}, hidden {sizes.hidden_size}, {sizes.n_layers} layers, "
+            f"{'tied' if sizes.tie_weights else 'untied'} decoder")
+    print(f"imported fastai AWD_LSTM ({', '.join(lms)}; {arch}) into {out}")
+    for t in plan.added:
+        print(f"  note: the vocabulary had no {t}; it was added with the mean embedding")
+    if plan.renamed:
+        print(f"  note: {len(plan.renamed)} duplicate token(s) renamed (e.g. {plan.renamed[0][1]!r})")
+    for n in summary["fastai_import"]["notes"]:
+        print(f"  note: {n}")
+    both = " bidirectional=both" if a.backward else ""
+    print(f"next: ulmfit finetune-lm pretrained={out}{both} dataset=<your dataset>")
+    return 0
