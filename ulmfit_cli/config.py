@@ -128,6 +128,9 @@ class StageConfig:
     data_root: Optional[str] = None
     outputs_root: str = "outputs"
     resume: Optional[str] = None
+    # A final metric of summary.json (`fwd.val_error`, `ensemble.val_error`, `fwd.val_perplexity`, ...): when set,
+    # the Hydra task returns it as a float, the value a sweeper such as Optuna optimises (experiment=optuna_lr).
+    objective: Optional[str] = None
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

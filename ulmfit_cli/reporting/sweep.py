@@ -366,6 +366,19 @@ class SweepTable(Callback):
     def __init__(self, filename: str = SWEEP_CSV) -> None:
         self.filename = filename
 
+    def on_multirun_start(self, config, **kwargs: Any) -> None:
+        """Hydra's basic sweeper saves <sweep dir>/multirun.yaml, other sweepers (Optuna) do not: the
+        table needs it to find the sweep (job numbers, swept keys)."""
+        try:
+            from omegaconf import OmegaConf
+
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            if not is_sweep_dir(sweep_dir):
+                sweep_dir.mkdir(parents=True, exist_ok=True)
+                OmegaConf.save(config, sweep_dir / "multirun.yaml")
+        except Exception as e:  # noqa: BLE001
+            log.warning("sweep table: could not write multirun.yaml: %s", e)
+
     def on_job_end(self, config, job_return=None, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
         from hydra.types import RunMode
