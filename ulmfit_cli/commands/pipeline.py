@@ -104,8 +104,8 @@ def print_table(summaries: list[dict], total_s: float) -> None:
     from rich.table import Table
 
     table = Table(title=f"ULMFiT pipeline ({total_s:.0f} s)")
-    for col in ("stage", "direction", "val loss", "val ppl / acc", "test acc", "test error %", "wall s", "run dir"):
-        table.add_column(col)
+    for col in ("stage", "direction", "val loss", "val ppl / acc", "test acc", "test error %", "wall s"):
+        table.add_column(col, no_wrap=True)
     for s in summaries:
         for direction, r in s["results"].items():
             if "val_perplexity" in r:
@@ -115,8 +115,11 @@ def print_table(summaries: list[dict], total_s: float) -> None:
                 val = f"acc {r['val_accuracy']:.4f}"
                 test_acc, test_err = f"{r['test_accuracy']:.4f}", f"{r['test_error']:.2f}"
             table.add_row(s["stage"], direction, f"{r['val_loss']:.4f}", val, test_acc, test_err,
-                          f"{s['wall_time_s']:.0f}", s["run_dir"])
+                          f"{s['wall_time_s']:.0f}")
         if s.get("majority_test_accuracy") is not None:
             table.add_row(s["stage"], "majority class", "", "", f"{s['majority_test_accuracy']:.4f}",
-                          f"{100 * (1 - s['majority_test_accuracy']):.2f}", "", "")
-    Console().print(table)
+                          f"{100 * (1 - s['majority_test_accuracy']):.2f}", "")
+    console = Console()
+    console.print(table)
+    for s in summaries:  # below the table: full paths would squeeze its columns on 80-column terminals
+        console.print(f"{s['stage']:<12} {s['run_dir']}", highlight=False, soft_wrap=True)

@@ -469,12 +469,22 @@ def _contrast_sentence(rng: random.Random, d: Domain, pol: int) -> str:
     return f"but the {rng.choice(d.aspects)} {d.copula} {adj} ."
 
 
-def _review(rng: random.Random, d: Domain, pol: int, n_opinion_words: int, n_facts: int) -> str:
+def _adjective_pair(rng: random.Random, d: Domain, pol: int) -> tuple[str, int]:
+    """'the soup was superb and fragrant .': two opinions side by side, the short-range
+    agreement a small LM learns within a few epochs (polarity only 5+ tokens apart, as in
+    'the soup was superb . ... the bread was fresh', it does not pick up at quickstart size)."""
+    adj, adj2 = (_REVIEW_POOLS.word(rng, d, pol, "adj") for _ in range(2))
+    return f"the {rng.choice(d.aspects)} {d.copula} {adj} and {adj2} .", 2
+
+
+def _review(rng: random.Random, d: Domain, pol: int, n_opinion_words: int, n_facts: int,
+            pair_p: float = 0.0) -> str:
     """A review: opinions of one polarity (at least ``n_opinion_words`` sentiment words)
-    shuffled with neutral facts; with 3+ opinions, sometimes one contrary remark."""
+    shuffled with neutral facts; with 3+ opinions, sometimes one contrary remark. A share
+    ``pair_p`` of the opinions are adjective pairs."""
     sentences, n = [], 0
     while n < n_opinion_words:
-        text, k = _opinion_sentence(rng, d, pol)
+        text, k = _adjective_pair(rng, d, pol) if pair_p and rng.random() < pair_p else _opinion_sentence(rng, d, pol)
         sentences.append(text)
         n += k
     if n >= 3 and rng.random() < 0.2:
@@ -492,7 +502,7 @@ def _short_review(rng: random.Random, d: Domain, pol: int) -> str:
 
 def _long_review(rng: random.Random, d: Domain, pol: int) -> str:
     """An unlabelled review: three to six sentiment words among two to four facts."""
-    return _review(rng, d, pol, rng.randint(3, 6), rng.randint(2, 4))
+    return _review(rng, d, pol, rng.randint(3, 6), rng.randint(2, 4), pair_p=0.6)
 
 
 # --------------------------------------------------------------------------------------------

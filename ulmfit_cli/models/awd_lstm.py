@@ -85,11 +85,12 @@ class AWDLSTM(nn.Module):
         input_p: float = 0.4,
         embed_p: float = 0.05,
         weight_p: float = 0.5,
+        emb_init: float = 0.1,
     ):
         super().__init__()
         self.emb_size, self.hidden_size, self.n_layers = emb_size, hidden_size, n_layers
         self.encoder = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
-        self.encoder.weight.data.uniform_(-0.1, 0.1)
+        self.encoder.weight.data.uniform_(-emb_init, emb_init)
         self.encoder.weight.data[pad_id] = 0.0
         self.embed_p = embed_p
         sizes = [emb_size] + [hidden_size] * (n_layers - 1) + [emb_size]
