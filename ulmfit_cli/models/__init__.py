@@ -10,7 +10,7 @@ def build_encoder(cfg, vocab_size: int, pad_id: int) -> AWDLSTM:
     return AWDLSTM(
         vocab_size, cfg.emb_size, cfg.hidden_size, cfg.n_layers, pad_id,
         hidden_p=cfg.hidden_p * m, input_p=cfg.input_p * m,
-        embed_p=cfg.embed_p * m, weight_p=cfg.weight_p * m, emb_init=cfg.get("emb_init", 0.1),
+        embed_p=cfg.embed_p * m, weight_p=cfg.weight_p * m, emb_init=getattr(cfg, "emb_init", 0.1),
     )
 
 
