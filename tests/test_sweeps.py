@@ -13,7 +13,7 @@ import yaml
 from conftest import ulmfit
 
 # One epoch of three batches, one thread (other processes may share the 2 cores): about 2 s a job.
-TINY = ["experiment=quickstart", "lm=null", "bidirectional=fwd", "progress=none", "train.epochs=1", "unfreeze=none",
+TINY = ["experiment=quickstart", "schedule=stlr", "lm=null", "bidirectional=fwd", "progress=none", "train.epochs=1", "unfreeze=none",
         "dataset.max_docs=100", "train.bs=16", "train.max_steps_per_epoch=3", "threads=1"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
