@@ -129,6 +129,9 @@ class StageConfig:
     verbose: bool = False
     progress: str = "auto"  # auto | bar | log | none
     data_root: Optional[str] = None
+    # Cache of numericalized corpora (ulmfit_cli/data/token_cache.py): null = <data root>/token_cache,
+    # a directory, or `off`.
+    token_cache: Optional[str] = None
     outputs_root: str = "outputs"
     resume: Optional[str] = None
     # A final metric of summary.json (`fwd.val_error`, `ensemble.val_error`, `fwd.val_perplexity`, ...): when set,

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from ..data import load_dataset
 from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
+from ..data.token_cache import token_cache_dir
 from .common import Run, find_source_run, load_lm_checkpoint
 from .lm import build_lm_from, encode, train_lm
 
@@ -33,7 +34,8 @@ def run(cfg) -> dict:
     lm_texts = data.train_texts + data.lm_extra + (data.test_texts if cfg.dataset.use_test_for_lm else [])
     sources = {d: load_lm_checkpoint(source_dir, d, "pretrained") if source_dir else None for d in directions}
     numericalizer = target_numericalizer(cfg, lm_texts, sources[directions[0]])
-    train_docs, valid_docs = encode(numericalizer, lm_texts), encode(numericalizer, data.valid_texts)
+    cache = token_cache_dir(cfg)
+    train_docs, valid_docs = encode(numericalizer, lm_texts, cache), encode(numericalizer, data.valid_texts, cache)
     results = {}
     for direction in directions:
         if (done := run.finished_result(direction)) is not None:

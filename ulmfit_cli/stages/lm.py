@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from ..data.batching import LMStream
+from ..data.token_cache import cached_encode
 from ..models import build_lm
 from ..models.heads import LanguageModel
 from ..training.loop import StepOut, Trainer
@@ -73,8 +74,9 @@ def make_optimizer(cfg, groups) -> tuple[torch.optim.Optimizer, list[float]]:
     return opt, lrs
 
 
-def encode(numericalizer, texts: list[str]) -> list[np.ndarray]:
-    return numericalizer.encode_many(texts, workers=2 if len(texts) > 20000 else 1)
+def encode(numericalizer, texts: list[str], cache_dir=None) -> list[np.ndarray]:
+    """Token ids per text; cached on disk under `cache_dir` (see data/token_cache.py) unless None."""
+    return cached_encode(numericalizer, texts, cache_dir, workers=2 if len(texts) > 20000 else 1)
 
 
 def train_lm(run: Run, model: LanguageModel, numericalizer, train_docs, valid_docs, direction: str,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..data import load_pretraining_corpus
 from ..data.tokenizers import fit_numericalizer
+from ..data.token_cache import token_cache_dir
 from .common import Run
 from .lm import build_lm_from, encode, train_lm
 
@@ -14,7 +15,8 @@ def run(cfg) -> dict:
     run = Run(cfg)
     corpus = load_pretraining_corpus(cfg.dataset, cfg.data_root)
     numericalizer = fit_numericalizer(corpus.train_texts, cfg.tokenizer)
-    train_docs, valid_docs = encode(numericalizer, corpus.train_texts), encode(numericalizer, corpus.valid_texts)
+    cache = token_cache_dir(cfg)
+    train_docs, valid_docs = encode(numericalizer, corpus.train_texts, cache), encode(numericalizer, corpus.valid_texts, cache)
     results = {}
     for direction in cfg.bidirectional.directions:
         if (done := run.finished_result(direction)) is not None:

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from ..data import load_dataset
 from ..data.batching import ClassifierBatches
 from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
+from ..data.token_cache import token_cache_dir
 from ..errors import UserError
 from ..training.loop import Trainer
 from ..training.param_groups import unfreeze_plan
@@ -52,7 +53,8 @@ def run(cfg) -> dict:
     src = sources[directions[0]]
     numericalizer = (numericalizer_from_state(src["numericalizer"]) if src
                      else fit_numericalizer(data.train_texts, cfg.tokenizer))
-    docs = {s: encode(numericalizer, getattr(data, f"{s}_texts")) for s in ("train", "valid", "test")}
+    cache = token_cache_dir(cfg)
+    docs = {s: encode(numericalizer, getattr(data, f"{s}_texts"), cache) for s in ("train", "valid", "test")}
     ys = {s: label_ids(getattr(data, f"{s}_labels"), classes, multi) for s in ("train", "valid", "test")}
     for w in data.warnings:
         log.warning(w)

@@ -1,0 +1,189 @@
+"""Numericalized corpora cached on disk, so a second run skips tokenization.
+
+`cached_encode(numericalizer, texts, cache_dir)` returns what ``numericalizer.encode_many(texts)``
+returns (one ``np.int32`` array per text). The result is stored under ``cache_dir`` as two
+``.npy`` files named by a key::
+
+    <key[:32]>.tokens.npy    every text's ids, concatenated (1-D int32)
+    <key[:32]>.offsets.npy   int64, len(texts) + 1: text i is tokens[off[i]:off[i+1]]
+
+The key is a sha256 over a format version, the tokenizer (its full `state()`, which holds the
+vocabulary and, for sentencepiece, the model, plus the source of ``tokenizers.py``, so a change to
+the word rules cannot return stale ids) and the texts (count, then each text's length and utf-8
+bytes). On a hit both files are opened with ``mmap_mode="r"`` and the returned arrays are
+read-only, zero-copy views into the token file: the corpus is paged in by the OS as it is read.
+
+Files are written to a temporary name in the same directory and renamed (offsets last), so a
+reader never sees a half-written pair; a missing, truncated or otherwise inconsistent pair is
+treated as a miss and rewritten. A cache directory that cannot be written only logs a warning.
+
+Inputs of fewer than `CACHE_MIN_CHARS` characters in all are encoded directly (they take well under
+a second, and test runs on small samples then leave nothing on disk).
+
+Stage configs: ``token_cache`` (default null = ``<data root>/token_cache``, i.e. next to the
+corpora in ``$ULMFIT_DATA`` or ``~/.cache/ulmfit``, or ``data_root``/token_cache when that is set);
+a path to use another directory; ``off`` to disable. See `token_cache_dir`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger("ulmfit")
+
+FORMAT_VERSION = 1
+# Below this many characters (all texts together) the cache is skipped: encoding is fast enough.
+CACHE_MIN_CHARS = 1_000_000
+_OFF_VALUES = frozenset({"off", "false", "no", "none", "0", "disable", "disabled"})
+_TOKENIZER_SOURCE = Path(__file__).with_name("tokenizers.py")
+_code_digest: str | None = None
+
+
+def _tokenizer_code_digest() -> str:
+    global _code_digest
+    if _code_digest is None:
+        try:
+            _code_digest = hashlib.sha256(_TOKENIZER_SOURCE.read_bytes()).hexdigest()
+        except OSError:
+            _code_digest = "unknown"
+    return _code_digest
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (bytes, bytearray, memoryview)):
+        return "sha256:" + hashlib.sha256(bytes(o)).hexdigest()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return repr(o)
+
+
+def cache_key(numericalizer, texts: Sequence[str]) -> str:
+    """sha256 hex over format version, tokenizer state + code, and the texts (order matters)."""
+    h = hashlib.sha256()
+    h.update(f"ulmfit-token-cache/v{FORMAT_VERSION}\0".encode())
+    h.update(type(numericalizer).__name__.encode() + b"\0")
+    h.update(json.dumps(numericalizer.state(), sort_keys=True, ensure_ascii=True,
+                        default=_json_default).encode("ascii") + b"\0")
+    h.update(_tokenizer_code_digest().encode() + b"\0")
+    h.update(len(texts).to_bytes(8, "little"))
+    upd = h.update
+    for t in texts:
+        b = t.encode("utf-8", "surrogatepass")
+        upd(len(b).to_bytes(8, "little"))
+        upd(b)
+    return h.hexdigest()
+
+
+def token_cache_dir(cfg: Any) -> Path | None:
+    """The cache directory a stage config asks for (`token_cache`, `data_root`), or None when off."""
+    setting = getattr(cfg, "token_cache", None) if not isinstance(cfg, dict) else cfg.get("token_cache")
+    if setting is False:
+        return None
+    if setting is None or (isinstance(setting, str) and setting.strip().lower() in ("", "null", "default")):
+        data_root = getattr(cfg, "data_root", None) if not isinstance(cfg, dict) else cfg.get("data_root")
+        if data_root:
+            root = Path(str(data_root)).expanduser()
+        else:
+            from .readers import default_data_root
+
+            root = default_data_root()
+        return root / "token_cache"
+    if isinstance(setting, str) and setting.strip().lower() in _OFF_VALUES:
+        return None
+    return Path(str(setting)).expanduser()
+
+
+def _paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
+    stem = key[:32]
+    return cache_dir / f"{stem}.tokens.npy", cache_dir / f"{stem}.offsets.npy"
+
+
+def _load(tok_path: Path, off_path: Path, n: int) -> list[np.ndarray] | None:
+    """The cached arrays, or None if the pair is missing or inconsistent."""
+    if not (tok_path.is_file() and off_path.is_file()):
+        return None
+    try:
+        off = np.load(off_path, mmap_mode="r", allow_pickle=False)
+        tokens = np.load(tok_path, mmap_mode="r", allow_pickle=False)
+        if (off.ndim != 1 or off.shape[0] != n + 1 or off.dtype != np.int64
+                or tokens.ndim != 1 or tokens.dtype != np.int32):
+            raise ValueError("unexpected shape or dtype")
+        off = np.asarray(off)  # small: len(texts) + 1
+        if off[0] != 0 or off[-1] != tokens.shape[0] or (n and bool((np.diff(off) < 0).any())):
+            raise ValueError("offsets do not match the token file")
+    except Exception as e:  # truncated / corrupt / wrong format: recompute
+        log.warning("token cache: ignoring unreadable entry %s (%s); re-encoding", tok_path.name, e)
+        return None
+    bounds = off.tolist()
+    return [tokens[bounds[i]:bounds[i + 1]] for i in range(n)]
+
+
+def _atomic_save(path: Path, arr: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _save(tok_path: Path, off_path: Path, docs: list[np.ndarray]) -> None:
+    tok_path.parent.mkdir(parents=True, exist_ok=True)
+    lens = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+    off = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum(lens, out=off[1:])
+    flat = np.concatenate(docs).astype(np.int32, copy=False) if docs else np.zeros(0, np.int32)
+    _atomic_save(tok_path, flat)
+    _atomic_save(off_path, off)  # last: its presence marks a complete pair
+
+
+def cached_encode(numericalizer, texts: Sequence[str], cache_dir: Path | str | None, workers: int = 1,
+                  min_chars: int = CACHE_MIN_CHARS) -> list[np.ndarray]:
+    """``numericalizer.encode_many(texts, workers)``, cached in `cache_dir` (None: no cache).
+
+    On a hit the arrays are read-only views into a memory-mapped file. Inputs of fewer than
+    `min_chars` characters are not cached.
+    """
+    texts = list(texts)
+    if cache_dir is None or sum(map(len, texts)) < min_chars:
+        return numericalizer.encode_many(texts, workers=workers)
+    t0 = time.perf_counter()
+    cache_dir = Path(cache_dir)
+    key = cache_key(numericalizer, texts)
+    tok_path, off_path = _paths(cache_dir, key)
+    docs = _load(tok_path, off_path, len(texts))
+    if docs is not None:
+        n_tok = int(sum(len(d) for d in docs))
+        log.info("token cache hit: %s tokens in %.2f s (%s)", f"{n_tok:,}", time.perf_counter() - t0, tok_path)
+        return docs
+    docs = numericalizer.encode_many(texts, workers=workers)
+    n_tok = int(sum(len(d) for d in docs))
+    try:
+        _save(tok_path, off_path, docs)
+        where = f"saved to {tok_path}"
+    except OSError as e:
+        log.warning("token cache: could not write %s (%s); continuing without the cache "
+                    "(set token_cache=<dir> or token_cache=off)", cache_dir, e)
+        where = "not saved"
+    log.info("token cache miss: encoded %s tokens in %.2f s, %s", f"{n_tok:,}", time.perf_counter() - t0, where)
+    return docs
+
+
+__all__ = ["cached_encode", "cache_key", "token_cache_dir", "CACHE_MIN_CHARS", "FORMAT_VERSION"]
