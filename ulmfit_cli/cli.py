@@ -66,9 +66,21 @@ def wants_verbose(argv: list[str]) -> bool:
         os.environ.get("ULMFIT_VERBOSE") == "1"
 
 
-def as_user_error(e: OSError) -> Exception:
-    """Disk full / read-only / permission problems are the user's to fix, not a traceback."""
+def as_user_error(e: Exception) -> Exception:
+    """Disk full / read-only / permission problems, a diverged loss and GPU out-of-memory are the
+    user's to fix, not a traceback; anything else is returned unchanged."""
     import errno
+
+    if type(e).__name__ == "NonFiniteLoss":
+        return UserError(f"Training stopped: the {e}; the last good checkpoint (checkpoints/last/) was kept.",
+                         "Lower schedule.lr, set train.clip=<e.g. 0.25>, or pass train.on_nan=skip to skip "
+                         "such batches (counted in metrics.csv's skipped_batches).")
+    if type(e).__name__ == "OutOfMemoryError":
+        return UserError(f"The GPU ran out of memory ({str(e).splitlines()[0][:160]}).",
+                         "Lower train.bs, train.max_len or train.eval_bs (predict/evaluate: bs=), or use "
+                         "precision=bf16 / a larger GPU.")
+    if not isinstance(e, OSError):
+        return e
 
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return UserError(f"No space left on the device while writing {e.filename or 'outputs'}; the last complete "
@@ -101,6 +113,20 @@ def refuse_existing_run_dir(argv: list[str]) -> None:
                     f"hydra.run.dir={d} already holds the outputs of an earlier run; ulmfit never overwrites them.",
                     "Pick a new directory (or leave hydra.run.dir unset), or continue it with resume=<that dir>.",
                 )
+
+
+def check_outputs_writable(argv: list[str]) -> None:
+    """Hydra creates the run dir before the job starts: a path through a regular file is a clean error."""
+    for a in argv:
+        if a.startswith(("outputs_root=", "hydra.run.dir=", "hydra.sweep.dir=")):
+            key, value = a.split("=", 1)
+            p = Path(value)
+            for parent in [p, *p.parents]:
+                if parent.exists():
+                    if not parent.is_dir():
+                        raise UserError(f"{key}={value}: {parent} is a file, so no run directory can be made under it.",
+                                        f"Point {key}= at a directory (or a path that does not exist yet).")
+                    break
 
 
 def expand_resume(subcommand: str, argv: list[str]) -> list[str]:
@@ -149,6 +175,7 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
     resolvers.register()
     config_name, module, _ = HYDRA_APPS[subcommand]
     refuse_existing_run_dir(argv)
+    check_outputs_writable(argv)
     argv = expand_resume(subcommand, argv)
 
     def task(cfg):
@@ -163,8 +190,11 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
                 summary = stage.run(cfg)
                 # objective=<metric>: a float for an optimising sweeper (Optuna); else the summary dict
                 return objective_value(summary, cfg.objective) if cfg.get("objective") else summary
-            except OSError as e:
-                raise as_user_error(e) from e
+            except (OSError, RuntimeError) as e:  # RuntimeError: NonFiniteLoss, torch.OutOfMemoryError
+                err = as_user_error(e)
+                if err is e:
+                    raise
+                raise err from e
         except UserError as e:
             log_to_files(str(e))
             if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -191,7 +221,13 @@ def main(argv: list[str] | None = None) -> int:
             import importlib
 
             module = importlib.import_module(f"ulmfit_cli.commands.{TOOLS[cmd][0]}")
-            return module.main(rest)
+            try:
+                return module.main(rest)
+            except (OSError, RuntimeError) as e:
+                err = as_user_error(e)
+                if err is e:
+                    raise
+                raise err from e
     except UserError as e:
         print_error(e, wants_verbose(rest))
         return e.exit_code

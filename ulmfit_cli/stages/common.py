@@ -155,4 +155,13 @@ def load_lm_checkpoint(run_dir: Path, direction: str, key: str) -> dict:
             f"{key}={run_dir} holds a {ckpt.get('stage', '?')} checkpoint ({ckpt.get('kind', '?')}), not a language model.",
             f"Point {key}= at a pretrain or finetune-lm run directory.",
         )
+    emb = ckpt.get("model", {}).get("encoder.encoder.weight")
+    vocab, size = len(ckpt.get("numericalizer", {}).get("itos", [])), ckpt.get("model_config", {}).get("emb_size")
+    if emb is not None and (emb.shape[0] != vocab or (size is not None and emb.shape[1] != size)):
+        raise UserError(
+            f"{key}={run_dir}: checkpoints/{direction}.pt does not match itself: its embedding matrix is "
+            f"{tuple(emb.shape)} but its vocabulary has {vocab} tokens and its model_config emb_size={size} "
+            "(a checkpoint from another vocabulary or model size, or an edited file).",
+            f"Point {key}= at an unmodified pretrain or finetune-lm run directory.",
+        )
     return ckpt
