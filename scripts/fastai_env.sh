@@ -23,16 +23,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip "$@"; }
 
-if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-  echo "fastai_env: torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)') already installed"
-elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  echo "fastai_env: NVIDIA GPU found: installing the CUDA build of torch"
-  pip install -q "torch>=2.2"
-else
-  echo "fastai_env: no GPU: installing the CPU build of torch"
-  pip install -q "torch==2.13.0+cpu" 2>/dev/null \
-    || pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-fi
+VENV_PY="$VENV/bin/python" . scripts/install_torch.sh
 
 # ulmfit and its own requirements (torch is already there, so nothing replaces it)
 pip install -q -e ".[dev]"

@@ -8,14 +8,5 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-if python -c "import torch" 2>/dev/null; then
-  echo "setup: torch $(python -c 'import torch; print(torch.__version__)') already installed"
-elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  echo "setup: NVIDIA GPU found: installing the CUDA build of torch"
-  pip install -q "torch>=2.2"
-else
-  echo "setup: no GPU: installing the CPU build of torch"
-  pip install -q "torch==2.13.0+cpu" 2>/dev/null \
-    || pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-fi
+VENV_PY="$PWD/.venv/bin/python" . scripts/install_torch.sh
 pip install -q -e ".[${ULMFIT_EXTRAS:-dev}]"

@@ -27,6 +27,15 @@ def ulmfit(*args: str, cwd: Path, check: bool = True, env: dict | None = None, t
     return proc
 
 
+def assert_clean_error(proc, *needles):
+    """Bad input: non-zero exit, every needle in the message, no traceback."""
+    assert proc.returncode != 0
+    err = proc.stderr + proc.stdout
+    assert "Traceback" not in err, err
+    for n in needles:
+        assert n in err, f"{n!r} not in:\n{err}"
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -11,18 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import FAST, ulmfit
+from conftest import assert_clean_error, FAST, ulmfit
 from ulmfit_cli import cli
 from ulmfit_cli.training.loop import NonFiniteLoss, StepOut, Trainer
 from ulmfit_cli.training.param_groups import Phase
-
-
-def assert_clean_error(proc, *needles):
-    assert proc.returncode != 0
-    err = proc.stderr + proc.stdout
-    assert "Traceback" not in err, err
-    for n in needles:
-        assert n in err, f"{n!r} not in:\n{err}"
 
 
 def files_of(run: Path) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FAST, ulmfit
+from conftest import assert_clean_error, FAST, ulmfit
 
 METRIC_COLUMNS = ["stage", "direction", "epoch", "step", "split", "loss", "accuracy", "perplexity", "lr",
                   "throughput", "elapsed_s"]
@@ -113,14 +113,6 @@ def test_multirun_two_jobs_two_run_dirs(tmp_path):
 
 
 # ---- bad input: one paragraph, non-zero exit, no traceback, nothing overwritten ----------------
-
-def assert_clean_error(proc, *needles):
-    assert proc.returncode != 0
-    err = proc.stderr + proc.stdout
-    assert "Traceback" not in err, err
-    for n in needles:
-        assert n in err, f"{n!r} not in:\n{err}"
-
 
 @pytest.mark.parametrize("args,needles", [
     (["schedule.cutfrac=0.2"], ["cutfrac"]),
