@@ -163,7 +163,8 @@ def test_empty_corpus_entry_round_trips(tmp_path, numer, monkeypatch):
 def test_token_cache_dir_from_config(tmp_path, monkeypatch):
     monkeypatch.setenv("ULMFIT_DATA", str(tmp_path / "data"))
     assert tc.token_cache_dir({"token_cache": None, "data_root": None}) == tmp_path / "data" / "token_cache"
-    assert tc.token_cache_dir({"token_cache": None, "data_root": str(tmp_path / "d")}) == tmp_path / "d" / "token_cache"
+    # data_root (the corpora, maybe shared or read-only) does not move the cache
+    assert tc.token_cache_dir({"token_cache": None, "data_root": str(tmp_path / "d")}) == tmp_path / "data" / "token_cache"
     assert tc.token_cache_dir({"token_cache": str(tmp_path / "tc"), "data_root": None}) == tmp_path / "tc"
     for off in ("off", "OFF", "false", "False", "none", False):
         assert tc.token_cache_dir({"token_cache": off, "data_root": None}) is None

@@ -85,19 +85,18 @@ def cache_key(numericalizer, texts: Sequence[str]) -> str:
 
 
 def token_cache_dir(cfg: Any) -> Path | None:
-    """The cache directory a stage config asks for (`token_cache`, `data_root`), or None when off."""
+    """The cache directory a stage config asks for (`token_cache`), or None when off.
+
+    The default is the user's cache (`$ULMFIT_DATA` or ~/.cache/ulmfit, + /token_cache), never
+    `data_root`: a corpus folder may be shared or read-only and is no place for derived files.
+    """
     setting = getattr(cfg, "token_cache", None) if not isinstance(cfg, dict) else cfg.get("token_cache")
     if setting is False:
         return None
     if setting is None or (isinstance(setting, str) and setting.strip().lower() in ("", "null", "default")):
-        data_root = getattr(cfg, "data_root", None) if not isinstance(cfg, dict) else cfg.get("data_root")
-        if data_root:
-            root = Path(str(data_root)).expanduser()
-        else:
-            from .readers import default_data_root
+        from .readers import default_data_root
 
-            root = default_data_root()
-        return root / "token_cache"
+        return default_data_root() / "token_cache"
     if isinstance(setting, str) and setting.strip().lower() in _OFF_VALUES:
         return None
     return Path(str(setting)).expanduser()
