@@ -101,17 +101,26 @@ def test_predict_keeps_input_order_with_shuffled_lengths(runs, tmp_path):
         assert [float(r[c]) for c in cols] == pytest.approx(list(alone), abs=1e-5)
 
 
+def copy_run_editing_checkpoint(run: Path, dest: Path, edit) -> Path:
+    """A copy of `run` whose checkpoints/fwd.pt was loaded, changed in place by `edit`, and saved back."""
+    shutil.copytree(run, dest)
+    path = dest / "checkpoints" / "fwd.pt"
+    ck = torch.load(path, weights_only=True)
+    edit(ck)
+    torch.save(ck, path)
+    return dest
+
+
 # ---- 3. a checkpoint from another vocabulary / model size ------------------------------------------
 
 def test_lm_checkpoint_with_another_vocab_size_is_a_clean_error(runs, tmp_path):
     cwd, lm, _ = runs
-    bad = tmp_path / "lm_copy"
-    shutil.copytree(lm, bad)
-    path = bad / "checkpoints" / "fwd.pt"
-    ck = torch.load(path, weights_only=True)
-    w = ck["model"]["encoder.encoder.weight"]
-    ck["model"]["encoder.encoder.weight"] = torch.zeros(w.shape[0] + 7, w.shape[1])
-    torch.save(ck, path)
+
+    def grow_embedding(ck):
+        w = ck["model"]["encoder.encoder.weight"]
+        ck["model"]["encoder.encoder.weight"] = torch.zeros(w.shape[0] + 7, w.shape[1])
+
+    bad = copy_run_editing_checkpoint(lm, tmp_path / "lm_copy", grow_embedding)
     proc = ulmfit("train-clf", *FAST, "bidirectional=fwd", f"lm={bad}", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert_clean_error(proc, f"lm={bad}", "checkpoints/fwd.pt", "embedding matrix")
@@ -122,12 +131,7 @@ def test_lm_checkpoint_with_another_vocab_size_is_a_clean_error(runs, tmp_path):
 
 def test_classifier_checkpoint_without_newer_config_key_still_loads(runs, tmp_path):
     cwd, _, clf = runs
-    old = tmp_path / "old_run"
-    shutil.copytree(clf, old)
-    path = old / "checkpoints" / "fwd.pt"
-    ck = torch.load(path, weights_only=True)
-    ck["model_config"].pop("emb_init", None)
-    torch.save(ck, path)
+    old = copy_run_editing_checkpoint(clf, tmp_path / "old_run", lambda ck: ck["model_config"].pop("emb_init", None))
     (tmp_path / "in.txt").write_text("a good film\nbad\n")
     ulmfit("predict", f"run={old}", f"input={tmp_path / 'in.txt'}", f"output={tmp_path / 'o.csv'}", cwd=cwd)
     assert len(list(csv.DictReader(open(tmp_path / "o.csv")))) == 2

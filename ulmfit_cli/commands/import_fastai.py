@@ -9,7 +9,6 @@ the vocabulary with an unpickler that refuses every global (a list of str needs 
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
@@ -26,6 +25,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ..checkpoints import save_checkpoint
+from ..data.download import sha256_file
 from ..errors import UserError
 from ..models.fastai_compat import (FastaiFormatError, LMSizes, check_itos, from_fastai_lm, reorder_rows,
                                     vocab_to_ulmfit)
@@ -132,14 +132,6 @@ def read_fastai_lm(path: Path, flag: str) -> tuple[dict, LMSizes, list[str]]:
         raise UserError(f"{flag} {path} is not a fastai AWD_LSTM language model: {e}.", fix) from None
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def compose_config(overrides: list[str]):
     """The pretrain stage's config, as `ulmfit pretrain <overrides>` would run with."""
     from hydra import compose, initialize_config_dir
@@ -237,8 +229,8 @@ def main(argv: list[str]) -> int:
             "vocab_size": len(plan.itos),
             "dataset": "fastai import",
             "fastai_import": {
-                "files": {**{f"{d}_weights": {"path": str(p.resolve()), "sha256": sha256(p)} for d, p in files.items()},
-                          "vocab": {"path": str(Path(a.vocab).resolve()), "sha256": sha256(Path(a.vocab))}},
+                "files": {**{f"{d}_weights": {"path": str(p.resolve()), "sha256": sha256_file(p)} for d, p in files.items()},
+                          "vocab": {"path": str(Path(a.vocab).resolve()), "sha256": sha256_file(Path(a.vocab))}},
                 "architecture": {**sizes.model_config(), "vocab_size": sizes.vocab_size, "out_bias": sizes.out_bias},
                 "special_tokens_moved": not plan.is_identity,
                 "special_tokens_added": plan.added,

@@ -29,13 +29,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from ..checkpoints import atomic_write_bytes
 
 log = logging.getLogger("ulmfit")
 
@@ -128,19 +128,7 @@ def _load(tok_path: Path, off_path: Path, n: int) -> list[np.ndarray] | None:
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_bytes(path, lambda f: np.save(f, arr, allow_pickle=False))
 
 
 def _save(tok_path: Path, off_path: Path, docs: list[np.ndarray]) -> None:
