@@ -1,6 +1,9 @@
 """key=value arguments for the non-Hydra tools, typed by a dataclass like the stage configs."""
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -12,8 +15,13 @@ def parse(schema, argv: list[str], usage: str):
     bad = [a for a in argv if "=" not in a]
     if bad:
         raise UserError(f"'{bad[0]}' is not KEY=VALUE.", usage)
+    # A string-typed value stays as typed: YAML would read `output=-` as a list and `text_col=no` as False.
+    text_keys = {f.name for f in dataclasses.fields(schema)
+                 if str in (typing.get_type_hints(schema)[f.name], *typing.get_args(typing.get_type_hints(schema)[f.name]))}
+    raw = {k: v for k, v in (a.split("=", 1) for a in argv) if k in text_keys}
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(argv))
+        cfg = OmegaConf.merge(OmegaConf.structured(schema),
+                              OmegaConf.from_dotlist([a for a in argv if a.split("=", 1)[0] not in raw]), raw)
         OmegaConf.to_container(cfg, throw_on_missing=True)
     except OmegaConfBaseException as e:
         msg = str(e).splitlines()[0]

@@ -16,7 +16,7 @@ from ..runtime import resolve_device
 from ..stages.clf import scores
 from ..stages.train_clf import label_ids
 from .args import parse
-from .predict import ensemble_proba, load_classifiers
+from .predict import ensemble_proba, load_classifiers, run_threshold
 
 USAGE = "usage: ulmfit evaluate run=<train-clf run dir> [split=test|valid] [direction=all|fwd|bwd] [data_root=DIR] [bs=64] [device=auto]"
 
@@ -47,7 +47,8 @@ def main(argv: list[str]) -> int:
     texts, labels = getattr(data, f"{a.split}_texts"), getattr(data, f"{a.split}_labels")
     probs = ensemble_proba(ckpts, texts, a.bs, device)
     multi = ckpt.get("multi_label", False)
-    result = scores(probs, label_ids(labels, ckpt["classes"], multi), multi)
+    threshold = run_threshold(Path(a.run), ckpts) if multi else 0.5
+    result = scores(probs, label_ids(labels, ckpt["classes"], multi), multi, threshold)
     result = {"run": a.run, "split": a.split, "directions": [n for n, _ in ckpts], "n": len(texts), **result}
     print(json.dumps(result, indent=2))
     return 0

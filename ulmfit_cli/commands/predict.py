@@ -20,7 +20,7 @@ from .args import parse
 
 USAGE = ("usage: ulmfit predict run=<train-clf run dir> input=<texts.txt|.csv|.jsonl|-> "
          "[output=<file|->] [format=csv|jsonl] [text_col=text] [direction=all|fwd|bwd] "
-         "[threshold=0.5] [bs=64] [device=auto] [overwrite=false]")
+         "[threshold=<tuned on validation>] [bs=64] [device=auto] [overwrite=false]")
 
 
 @dataclass
@@ -65,6 +65,17 @@ def load_classifiers(run: Path, direction: str, device):
     return [(n, load_checkpoint(run / "checkpoints" / f"{n}.pt")) for n in found]
 
 
+def run_threshold(run: Path, ckpts) -> float:
+    """The multi-label cut-off tuned on validation at training time: the ensemble's when every
+    direction is used (summary.json), else the single classifier's (its checkpoint)."""
+    summary = run / "summary.json"
+    if len(ckpts) > 1 and summary.exists():
+        ens = json.loads(summary.read_text()).get("results", {}).get("ensemble", {})
+        if ens.get("val_threshold") is not None:
+            return float(ens["val_threshold"])
+    return float(ckpts[0][1].get("threshold") or 0.5)
+
+
 def ensemble_proba(ckpts, texts: list[str], bs: int, device) -> np.ndarray:
     """Average of every direction's probabilities, in the order of `texts`."""
     probs = []
@@ -89,16 +100,19 @@ def main(argv: list[str]) -> int:
     device = resolve_device(a.device)
     ckpts = load_classifiers(Path(a.run), a.direction, device)
     classes, multi = ckpts[0][1]["classes"], ckpts[0][1].get("multi_label", False)
-    threshold = a.threshold if a.threshold is not None else ckpts[0][1].get("threshold", 0.5)
+    threshold = a.threshold if a.threshold is not None else run_threshold(Path(a.run), ckpts)
     texts = read_texts(a.input, a.text_col)
     probs = ensemble_proba(ckpts, texts, a.bs, device) if texts else np.zeros((0, len(classes)))
     rows = []
     for text, p in zip(texts, probs):
+        row = {"text": text}
         if multi:
-            label = [classes[j] for j in np.nonzero(p >= threshold)[0]]
+            above = sorted(np.nonzero(p >= threshold)[0], key=lambda j: -p[j])
+            row.update(label=[classes[j] for j in above], scores={classes[j]: round(float(p[j]), 5) for j in above},
+                       threshold=threshold)
         else:
-            label = classes[int(p.argmax())]
-        rows.append({"text": text, "label": label, **{f"p_{c}": round(float(x), 5) for c, x in zip(classes, p)}})
+            row["label"] = classes[int(p.argmax())]
+        rows.append({**row, **{f"p_{c}": round(float(x), 5) for c, x in zip(classes, p)}})
     payload = render(rows, fmt, multi)
     if a.output == "-":
         sys.stdout.write(payload)
@@ -115,5 +129,7 @@ def render(rows: list[dict], fmt: str, multi: bool) -> str:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]))
         w.writeheader()
         for r in rows:
-            w.writerow({**r, "label": "|".join(r["label"]) if multi else r["label"]})
+            if multi:  # every label above the threshold, most probable first: "a|b", "a=0.91|b=0.62"
+                r = {**r, "label": "|".join(r["label"]), "scores": "|".join(f"{k}={v:.3f}" for k, v in r["scores"].items())}
+            w.writerow(r)
     return buf.getvalue()

@@ -20,7 +20,8 @@ from ..errors import UserError
 from ..training.loop import Trainer
 from ..training.param_groups import unfreeze_plan
 from ..training.schedules import make_schedule
-from .clf import build_classifier_for, clf_step, load_encoder_from_lm, predict_proba, scores
+from .clf import (all_negative_f1, build_classifier_for, clf_step, load_encoder_from_lm, most_frequent_label_f1,
+                  predict_proba, scores, tune_threshold)
 from .common import Run, find_source_run, load_lm_checkpoint
 from .lm import encode, make_optimizer, stop_on_signal
 
@@ -78,7 +79,7 @@ def run(cfg) -> dict:
         def evaluate(m, split="valid"):
             p = predict_proba(m, docs[split], bs=eval_bs, pad_id=numericalizer.pad_id, reverse=reverse,
                               device=run.device, precision=run.precision, multi_label=multi)
-            return scores(p, ys[split], multi)
+            return scores(p, ys[split], multi, tune_threshold(p, ys[split]) if multi else 0.5)
 
         trainer = Trainer(model, opt, lrs, make_schedule(cfg.schedule), clf_step(run.device, multi), evaluate,
                           device=run.device, precision=run.precision, clip=t.clip, on_nan=t.on_nan,
@@ -86,17 +87,18 @@ def run(cfg) -> dict:
                           max_steps_per_epoch=t.max_steps_per_epoch)
         with stop_on_signal(trainer):
             trainer.fit(train, unfreeze_plan(cfg.unfreeze, len(groups), t.epochs))
-        res = {}
         for split in ("valid", "test"):
-            p = predict_proba(model, docs[split], bs=eval_bs, pad_id=numericalizer.pad_id, reverse=reverse,
-                              device=run.device, precision=run.precision, multi_label=multi)
-            probs[split].append(p)
-            res.update({f"{'val' if split == 'valid' else 'test'}_{k}": v for k, v in scores(p, ys[split], multi).items()})
+            probs[split].append(predict_proba(model, docs[split], bs=eval_bs, pad_id=numericalizer.pad_id,
+                                              reverse=reverse, device=run.device, precision=run.precision,
+                                              multi_label=multi))
+        res, threshold = split_scores(probs["valid"][-1], probs["test"][-1], ys, multi)
         run.metrics({"direction": direction, "epoch": trainer.state.epoch, "step": trainer.state.global_step,
                      "split": "test", "loss": res["test_loss"], "accuracy": res["test_accuracy"],
+                     **({"f1_micro": res["test_f1_micro"], "f1_macro": res["test_f1_macro"]} if multi else {}),
                      "elapsed_s": round(trainer.elapsed(), 3)})
         results[direction] = res
         run.save(direction, {"kind": "clf", "direction": direction, "classes": classes, "multi_label": multi,
+                             "threshold": threshold,
                              "pad_id": numericalizer.pad_id,
                              "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                              "model_config": OmegaConf.to_container(
@@ -106,23 +108,35 @@ def run(cfg) -> dict:
                              "vocab_identity": numericalizer.identity()})
 
     if len(directions) > 1:
-        ens = {}
-        for split in ("valid", "test"):
-            p = np.mean(probs[split], axis=0)
-            ens.update({f"{'val' if split == 'valid' else 'test'}_{k}": v for k, v in scores(p, ys[split], multi).items()})
-        results["ensemble"] = ens
+        results["ensemble"], threshold = split_scores(np.mean(probs["valid"], axis=0), np.mean(probs["test"], axis=0),
+                                                      ys, multi)
     write_predictions(run.dir / "predictions_test.csv", data.test_texts, data.test_labels, classes,
-                      directions, probs["test"], multi)
-    majority = float(np.mean(ys["test"] == np.bincount(ys["train"][ys["train"] >= 0]).argmax())) if not multi else None
+                      probs["test"], multi, threshold)
     return run.finish(results, started_from=str(source_dir) if source_dir else None, dataset=data.name,
-                      classes=classes, majority_test_accuracy=majority, n_train=len(docs["train"]),
-                      warnings=data.warnings)
+                      classes=classes, n_train=len(docs["train"]), warnings=data.warnings, **baselines(ys, multi))
 
 
-def write_predictions(path, texts, labels, classes, directions, probs, multi) -> None:
+def split_scores(p_valid: np.ndarray, p_test: np.ndarray, ys: dict, multi: bool) -> tuple[dict, float | None]:
+    """val_* and test_* scores; a multi-label threshold is tuned on validation only, then applied to test."""
+    threshold = tune_threshold(p_valid, ys["valid"]) if multi else None
+    res = {}
+    for prefix, p, y in (("val", p_valid, ys["valid"]), ("test", p_test, ys["test"])):
+        res.update({f"{prefix}_{k}": v for k, v in scores(p, y, multi, threshold or 0.5).items()})
+    return res, threshold
+
+
+def baselines(ys: dict, multi: bool) -> dict:
+    """What a model that ignores the text scores on test: the bar every classifier must clear."""
+    if multi:
+        return {"all_negative_test_f1_micro": all_negative_f1(ys["test"]),
+                "most_frequent_label_test_f1_micro": most_frequent_label_f1(ys["train"], ys["test"])}
+    return {"majority_test_accuracy": float(np.mean(ys["test"] == np.bincount(ys["train"][ys["train"] >= 0]).argmax()))}
+
+
+def write_predictions(path, texts, labels, classes, probs, multi, threshold) -> None:
     p = np.mean(probs, axis=0)
-    df = pd.DataFrame({"label": ["|".join(l) if multi else l for l in labels]})
-    df["prediction"] = ["|".join(classes[j] for j in np.nonzero(r >= 0.5)[0]) for r in p] if multi \
+    df = pd.DataFrame({"text": texts, "label": ["|".join(l) if multi else l for l in labels]})
+    df["prediction"] = ["|".join(classes[j] for j in np.nonzero(r >= threshold)[0]) for r in p] if multi \
         else [classes[j] for j in p.argmax(1)]
     for j, c in enumerate(classes):
         df[f"p_{c}"] = p[:, j].round(5)
