@@ -23,17 +23,29 @@ class LMStream:
     Documents are shuffled each epoch (train) and concatenated; the backward model reads the
     whole stream reversed. With variable BPTT (Merity et al.) the sequence length is drawn
     around bptt each batch and the LR is scaled by seq_len / bptt.
+
+    Data-parallel (rank r of world_size W): the same bs streams are cut, and rank r reads rows
+    [r*bs/W, (r+1)*bs/W) of every batch. Every rank draws the same sequence lengths (same seed)
+    and so takes the same number of steps; each stream stays on one rank, so its LSTM state is
+    carried there exactly as on one process, and the W ranks together compute the one-process
+    batch. (Cutting the corpus into W pieces and those into streams instead gives other streams
+    and hidden states than one process: fastai#1933.)
     """
 
     def __init__(self, docs: list[np.ndarray], bs: int, bptt: int, *, seed: int = 0,
-                 shuffle: bool = True, variable: bool = True, reverse: bool = False):
+                 shuffle: bool = True, variable: bool = True, reverse: bool = False,
+                 rank: int = 0, world_size: int = 1):
+        from ..errors import UserError
+
+        if bs % world_size:
+            raise UserError(f"Batch size {bs} is not divisible by the {world_size} processes.",
+                            f"Use a multiple of {world_size} for train.bs and train.eval_bs.")
+        self.rows = slice(rank * bs // world_size, (rank + 1) * bs // world_size)
         self.docs, self.bs, self.bptt = docs, bs, bptt
         self.seed, self.shuffle, self.variable, self.reverse = seed, shuffle, variable, reverse
         self.n_tokens = int(sum(len(d) for d in docs))
         self.stream_len = (self.n_tokens - 1) // bs if bs else 0
         if self.stream_len < 2:
-            from ..errors import UserError
-
             raise UserError(
                 f"The language-model corpus has {self.n_tokens} tokens, too few for batch size {bs}.",
                 "Give a larger corpus or lower train.bs.",
@@ -53,8 +65,8 @@ class LMStream:
     def epoch(self, epoch: int):
         rng = np.random.default_rng([self.seed, epoch])
         flat = torch.from_numpy(self._stream(rng))
-        x_all = flat[:-1].view(self.bs, -1)
-        y_all = flat[1:].view(self.bs, -1)
+        x_all = flat[:-1].view(self.bs, -1)[self.rows]
+        y_all = flat[1:].view(self.bs, -1)[self.rows]
         i, L = 0, x_all.size(1)
         while i < L - 1:
             seq_len = self.bptt

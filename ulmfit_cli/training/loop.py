@@ -2,6 +2,11 @@
 
 It knows nothing of language models or ULMFiT: the stage passes a `step_fn` that turns a batch
 into a loss, an `eval_fn`, the batches, and the phases (which groups train, for how long).
+
+Data-parallel training passes a `collective` (ulmfit_cli/distributed.py's Context): once per step
+the ranks then sum the logged loss and unit counts (every row of metrics.csv describes the global
+batch) and agree on a non-finite loss and on a stop request, so that all ranks skip, stop or go
+on together. Gradient averaging is the step_fn's model's business (DistributedDataParallel).
 """
 from __future__ import annotations
 
@@ -28,6 +33,14 @@ class StepOut:
     loss: torch.Tensor  # what is back-propagated
     n_units: int  # tokens (LM) or examples (classifier), for throughput
     report_loss: float | None = None  # loss to log, if different from `loss` (e.g. without AR/TAR)
+
+
+class Collective(Protocol):
+    """What the loop needs of a process group: sums over ranks (identity on one process)."""
+
+    world_size: int
+
+    def sum(self, values: list[float]) -> list[float]: ...
 
 
 class Batches(Protocol):
@@ -78,6 +91,7 @@ class Trainer:
         on_epoch_end: Callable[["Trainer", dict], None] | None = None,
         progress=None,
         max_steps_per_epoch: int | None = None,
+        collective: Collective | None = None,
     ):
         self.model, self.opt, self.base_lrs, self.schedule = model, optimizer, base_lrs, schedule
         self.step_fn, self.eval_fn = step_fn, eval_fn
@@ -87,7 +101,9 @@ class Trainer:
         self.max_steps = max_steps_per_epoch
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.state = LoopState()
-        self.stop_requested = False
+        self.collective = collective if collective is not None and collective.world_size > 1 else None
+        self.stop_requested = False  # set by a signal handler, at any time
+        self.stopping = False  # the stop every rank agreed on, checked between steps
         self.t0 = time.perf_counter()
         self.elapsed_before = 0.0  # wall time of earlier (resumed-from) processes
 
@@ -118,7 +134,7 @@ class Trainer:
             total = phase.epochs * n
             for epoch in range(max(first, self.state.epoch), last):
                 self._train_epoch(batches, epoch, (epoch - first) * n, total, n)
-                if self.stop_requested:
+                if self.stopping:
                     return self.state.history
         return self.state.history
 
@@ -143,7 +159,14 @@ class Trainer:
             with autocast_for(self.device, self.precision):
                 out = self.step_fn(model, batch)
             loss = out.loss
-            if not torch.isfinite(loss.detach()):
+            finite = bool(torch.isfinite(loss.detach()))
+            report = out.report_loss if out.report_loss is not None else float(loss.detach())
+            units, stop_now = out.n_units, None
+            if self.collective is not None:  # one small all-reduce: mean loss, total units, any NaN, any stop
+                total, units, bad, stop = self.collective.sum(
+                    [report if finite else 0.0, float(units), float(not finite), float(self.stop_requested)])
+                report, units, finite, stop_now = total / self.collective.world_size, int(units), bad == 0, stop > 0
+            if not finite:
                 if self.on_nan == "skip":
                     self.opt.zero_grad(set_to_none=True)
                     sums["skipped"] += 1
@@ -157,23 +180,26 @@ class Trainer:
             self.scaler.step(self.opt)
             self.scaler.update()
             self.opt.zero_grad(set_to_none=True)
-            sums["loss"] += out.report_loss if out.report_loss is not None else float(loss.detach())
+            sums["loss"] += report
             sums["n"] += 1
             sums["grad_norm"] += float(gnorm)
-            sums["units"] += out.n_units
+            sums["units"] += units
             now = time.perf_counter()
             sums["seconds"] += now - t_last
             t_last = now
             self._advance()
             if task is not None:
                 self.progress.advance(task, sums["loss"] / sums["n"])
+            self.stopping = self.stop_requested if stop_now is None else stop_now
             if self.on_step:
                 self.on_step(self)
-            if self.stop_requested:
+            if self.collective is None:  # one process: a stop asked for by on_step itself counts now
+                self.stopping = self.stop_requested
+            if self.stopping:
                 break
         if task is not None:
             self.progress.stop(task)
-        if self.stop_requested and self.state.step_in_epoch < n:
+        if self.stopping and self.state.step_in_epoch < n:
             return
         lr = self.opt.param_groups[-1]["lr"]
         self.state.epoch = epoch + 1
