@@ -169,14 +169,16 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from . import config, resolvers
+    from . import config, distributed, resolvers
 
     config.register()
     resolvers.register()
     config_name, module, _ = HYDRA_APPS[subcommand]
-    refuse_existing_run_dir(argv)
-    check_outputs_writable(argv)
-    argv = expand_resume(subcommand, argv)
+    if os.environ.get(distributed.CHILD_ENV) != "1":  # started by distributed=ddp: the parent job checked these
+        refuse_existing_run_dir(argv)
+        check_outputs_writable(argv)
+        argv = expand_resume(subcommand, argv)
+    argv = distributed.rewrite_argv(argv)  # under torchrun: ranks > 0 write nothing
 
     def task(cfg):
         import importlib
@@ -187,7 +189,18 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
         try:
             try:
                 check_objective(cfg)
-                summary = stage.run(cfg)
+                summary = None
+                if distributed.wants_launch(cfg):  # distributed=ddp: this job starts the processes
+                    summary = distributed.launch(cfg, subcommand, list(HydraConfig.get().overrides.task),
+                                                 Path(HydraConfig.get().runtime.output_dir))
+                if summary is None:
+                    distributed.setup(cfg, Path(HydraConfig.get().runtime.output_dir))  # no-op on one process
+                    ok = False
+                    try:
+                        summary = stage.run(cfg)
+                        ok = True
+                    finally:
+                        distributed.cleanup(ok)
                 # objective=<metric>: a float for an optimising sweeper (Optuna); else the summary dict
                 return objective_value(summary, cfg.objective) if cfg.get("objective") else summary
             except (OSError, RuntimeError) as e:  # RuntimeError: NonFiniteLoss, torch.OutOfMemoryError
@@ -197,6 +210,8 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
                 raise err from e
         except UserError as e:
             log_to_files(str(e))
+            if (code := distributed.worker_exit_code(e)) is not None:  # reported once, by another process
+                sys.exit(code)
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise  # the sweep records this job as failed and goes on
             print_error(e, cfg.verbose)

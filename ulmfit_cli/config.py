@@ -120,6 +120,16 @@ class CheckpointConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """Data-parallel training (ulmfit_cli/distributed.py); under torchrun DDP is on whatever this says."""
+
+    name: str = "none"  # none | ddp (ulmfit starts distributed.nproc processes with torchrun)
+    nproc: Optional[int] = None  # processes on this node; null = one per visible GPU
+    backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    timeout_min: int = 30  # a collective waiting longer than this fails the run
+
+
+@dataclass
 class StageConfig:
     stage: str = MISSING
     seed: int = 0
@@ -145,6 +155,7 @@ class StageConfig:
     bidirectional: BidirectionalConfig = field(default_factory=BidirectionalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     experiment: Optional[Any] = None
 
 

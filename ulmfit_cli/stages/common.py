@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .. import distributed
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..errors import UserError
 from ..reporting.metrics import MetricsWriter, write_json
@@ -30,32 +31,56 @@ def has_outputs(path: Path) -> bool:
     return (path / "summary.json").exists() or (path / "checkpoints").exists() or (path / "metrics.csv").exists()
 
 
+class _NoMetrics:
+    """metrics.csv of a data-parallel rank > 0: rank 0 writes the (already reduced) rows."""
+
+    def __call__(self, row: dict) -> None:
+        pass
+
+    def rows(self) -> int:
+        return 0
+
+    def truncate(self, n_rows: int) -> None:
+        pass
+
+
 class Run:
-    """One stage's run directory: config.yaml, metrics.csv, summary.json, checkpoints/."""
+    """One stage's run directory: config.yaml, metrics.csv, summary.json, checkpoints/.
+
+    Under data-parallel training every rank has a Run on rank 0's directory (to read checkpoints
+    from), but only rank 0 writes: metrics, checkpoints and summary.json are no-ops elsewhere."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path | None = None):
         self.cfg = cfg
-        self.dir = Path(run_dir) if run_dir else run_dir_of(cfg)
-        if has_outputs(self.dir) and not cfg.get("resume"):
+        self.dist = distributed.current()
+        self.writes = self.dist.is_rank0
+        self.dir = Path(run_dir) if run_dir else (self.dist.run_dir or run_dir_of(cfg))
+        if self.writes and has_outputs(self.dir) and not cfg.get("resume"):
             raise UserError(
                 f"Run directory {self.dir} already holds the outputs of an earlier run; ulmfit never overwrites them.",
                 "Leave hydra.run.dir unset (every run gets a new directory), choose a new directory, "
                 f"or continue that run with resume={self.dir}.",
             )
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir = self.dir / "checkpoints"
-        self.device = resolve_device(cfg.device)
+        self.device = self.dist.device if self.dist.enabled else resolve_device(cfg.device)
         self.precision = check_precision(cfg.precision, self.device)
         set_threads(cfg.threads)
         seed_everything(cfg.seed)
-        (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        self.metrics = MetricsWriter(self.dir / "metrics.csv", stage=cfg.stage)
-        self.progress = make_progress(cfg.progress)
+        if self.writes:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            self.metrics = MetricsWriter(self.dir / "metrics.csv", stage=cfg.stage)
+        else:
+            self.metrics = _NoMetrics()
+        self.progress = make_progress(cfg.progress if self.writes else "none")
         self.t0 = time.time()
-        log.info("%s run in %s on %s", cfg.stage, self.dir, describe_device(self.device))
+        log.info("%s run in %s on %s%s", cfg.stage, self.dir, describe_device(self.device),
+                 f" x {self.dist.world_size} processes (DDP)" if self.dist.enabled else "")
 
     def log_row(self, direction: str):
         def write(row: dict) -> None:
+            if not self.writes:
+                return
             self.metrics({"direction": direction, **row})
             parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
                      if k in ("epoch", "split", "loss", "accuracy", "perplexity", "throughput") and v is not None]
@@ -65,6 +90,8 @@ class Run:
 
     def save(self, name: str, payload: dict) -> Path:
         path = self.ckpt_dir / f"{name}.pt"
+        if not self.writes:
+            return path
         save_checkpoint(path, {"stage": self.cfg.stage, **payload,
                                "config": OmegaConf.to_container(self.cfg, resolve=True)})
         return path
@@ -72,6 +99,8 @@ class Run:
     # -- resumable training state ------------------------------------------------------------
     def save_progress(self, direction: str, trainer_state: dict) -> None:
         """checkpoints/last/<direction>-<step>.pt, keeping the newest `checkpoint.keep`."""
+        if not self.writes:
+            return
         step = trainer_state["loop"]["global_step"]
         folder = self.ckpt_dir / "last"
         save_checkpoint(folder / f"{direction}-{step:09d}.pt",
@@ -111,9 +140,11 @@ class Run:
             "precision": self.precision,
             "torch": torch.__version__,
             "python": platform.python_version(),
+            **({"processes": self.dist.world_size} if self.dist.enabled else {}),
             **extra,
         }
-        write_json(self.dir / "summary.json", summary)
+        if self.writes:
+            write_json(self.dir / "summary.json", summary)
         return summary
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from .. import distributed
 from ..data.batching import LMStream
 from ..data.token_cache import cached_encode
 from ..models import build_lm
@@ -26,14 +27,18 @@ log = logging.getLogger("ulmfit")
 MODEL_SIZE_KEYS = ("emb_size", "hidden_size", "n_layers", "tie_weights")
 
 
-def lm_step(alpha: float, beta: float, device: torch.device):
+def lm_step(alpha: float, beta: float, device: torch.device, forward=None):
     """Cross-entropy + AR (alpha * L2 of the dropped last-layer output) + TAR (beta * L2 of its
-    time differences), the regularisers of Merity et al.; computed in fp32 (fastai#1335)."""
+    time differences), the regularisers of Merity et al.; computed in fp32 (fastai#1335).
+
+    `forward` (default: the model itself) runs the model, e.g. through DistributedDataParallel.
+    Every term is a mean over this process's tokens; with equal shares per rank, DDP's average
+    of the ranks' gradients is the gradient of the one-process batch's loss."""
 
     def step(model: LanguageModel, batch) -> StepOut:
         x = batch.x.to(device, non_blocking=True)
         y = batch.y.to(device, non_blocking=True)
-        logits, raw, dropped = model(x)
+        logits, raw, dropped = (forward or model)(x)
         ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
         loss = ce
         if alpha:
@@ -45,7 +50,9 @@ def lm_step(alpha: float, beta: float, device: torch.device):
     return step
 
 
-def lm_eval(stream: LMStream, device: torch.device):
+def lm_eval(stream: LMStream, device: torch.device, reduce=None):
+    """Loss, accuracy and perplexity over `stream`; `reduce` sums the counts over data-parallel ranks."""
+
     def evaluate(model: LanguageModel) -> dict:
         model.reset()
         total, correct, n = 0.0, 0, 0
@@ -56,6 +63,8 @@ def lm_eval(stream: LMStream, device: torch.device):
             correct += int((logits.argmax(-1) == y).sum())
             n += y.numel()
         model.reset()
+        if reduce is not None:
+            total, correct, n = reduce([total, correct, n])
         loss = total / max(n, 1)
         return {"loss": loss, "accuracy": correct / max(n, 1), "perplexity": math.exp(min(loss, 50))}
 
@@ -85,17 +94,23 @@ def train_lm(run: Run, model: LanguageModel, numericalizer, train_docs, valid_do
     cfg = run.cfg
     t = cfg.train
     reverse = direction == "bwd"
+    ctx = distributed.current()
     model.to(run.device)
-    train = LMStream(train_docs, t.bs, t.bptt, seed=cfg.seed, shuffle=True, variable=t.variable_bptt, reverse=reverse)
-    valid = LMStream(valid_docs, t.eval_bs or t.bs, t.bptt, shuffle=False, variable=False, reverse=reverse)
+    shard = dict(rank=ctx.rank, world_size=ctx.world_size)
+    train = LMStream(train_docs, t.bs, t.bptt, seed=cfg.seed, shuffle=True, variable=t.variable_bptt, reverse=reverse,
+                     **shard)
+    valid = LMStream(valid_docs, t.eval_bs or t.bs, t.bptt, shuffle=False, variable=False, reverse=reverse, **shard)
     groups = model.layer_groups()
     opt, lrs = make_optimizer(cfg, groups)
+    forward = DDPForward(model, run.device) if ctx.enabled else None
     trainer = Trainer(
-        model, opt, lrs, make_schedule(cfg.schedule), lm_step(t.alpha, t.beta, run.device),
-        lm_eval(valid, run.device), device=run.device, precision=run.precision, clip=t.clip,
-        on_nan=t.on_nan, log_row=run.log_row(direction), progress=run.progress,
-        max_steps_per_epoch=t.max_steps_per_epoch,
+        model, opt, lrs, make_schedule(cfg.schedule), lm_step(t.alpha, t.beta, run.device, forward),
+        lm_eval(valid, run.device, ctx.sum if ctx.enabled else None), device=run.device,
+        precision=run.precision, clip=t.clip, on_nan=t.on_nan, log_row=run.log_row(direction),
+        progress=run.progress, max_steps_per_epoch=t.max_steps_per_epoch, collective=ctx,
     )
+    if ctx.enabled:
+        reseed_rank(cfg.seed, ctx.rank, 0)
     phases = unfreeze_plan(cfg.unfreeze, len(groups), t.epochs)
     track_progress(run, trainer, direction)
     log.info("%s LM: %d train tokens, %d valid tokens, %d batches/epoch, vocab %d",
@@ -110,22 +125,71 @@ def train_lm(run: Run, model: LanguageModel, numericalizer, train_docs, valid_do
     return result
 
 
+class DDPForward:
+    """The model called through DistributedDataParallel (gradients averaged over the ranks).
+
+    DDP fixes the parameters it synchronises when it is built, so it is rebuilt whenever the
+    trainable set changes (gradual unfreezing). The LM's hidden state is an attribute of the
+    wrapped model, carried per rank (each rank holds its own streams)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        self.model, self.device = model, device
+        self.ddp, self.key = None, None
+
+    def __call__(self, x):
+        key = tuple(p.requires_grad for p in self.model.parameters())
+        if key != self.key:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = None  # drop the old reducer's hooks first
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.key = key
+        return self.ddp(x)
+
+
+def reseed_rank(seed: int, rank: int, step: int) -> None:
+    """Ranks > 0 draw their own dropout masks (rank 0 keeps the one-process sequence)."""
+    if rank > 0:
+        torch.manual_seed(int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0]))
+
+
 def track_progress(run: Run, trainer: Trainer, direction: str) -> None:
     """Resume from the newest progress checkpoint if asked; save one every N steps, every epoch
-    and on SIGINT/SIGTERM (then exit, pointing at resume=)."""
+    and on SIGINT/SIGTERM (then exit, pointing at resume=).
+
+    Data-parallel: every rank loads rank 0's checkpoint (the same weights, optimiser and
+    position) and takes its own rows of the saved hidden state; saving gathers the ranks'
+    hidden states into the one-process layout, and only rank 0 writes."""
+    ctx = distributed.current()
     state = run.load_progress(direction)
     if state is not None:
+        if ctx.enabled and state.get("hidden") is not None:
+            state = {**state, "hidden": [[ctx.my_rows(h), ctx.my_rows(c)] for h, c in state["hidden"]]}
         trainer.load_state_dict(state)
+        if ctx.enabled:
+            reseed_rank(run.cfg.seed, ctx.rank, trainer.state.global_step)
     every = run.cfg.checkpoint.every_steps
 
+    def save(tr: Trainer) -> None:
+        hidden = getattr(tr.model, "hidden", None)
+        if ctx.enabled and hidden is not None:  # a collective: every rank takes part
+            hidden = [ctx.gather_rows([h, c]) for h, c in hidden]
+        if ctx.is_rank0:
+            state = tr.state_dict()
+            if ctx.enabled:
+                state["hidden"] = hidden
+            run.save_progress(direction, state)
+
     def on_step(tr: Trainer) -> None:
-        if tr.stop_requested or (every and tr.state.global_step % every == 0):
-            run.save_progress(direction, tr.state_dict())
-        if tr.stop_requested:
+        if tr.stopping or (every and tr.state.global_step % every == 0):
+            save(tr)
+        if tr.stopping:
+            ctx.barrier()  # no rank exits (which makes torchrun stop the others) before rank 0 has saved
             raise Interrupted(run.dir)
 
     def on_epoch_end(tr: Trainer, row: dict) -> None:
-        run.save_progress(direction, tr.state_dict())
+        save(tr)
 
     trainer.on_step, trainer.on_epoch_end = on_step, on_epoch_end
 
@@ -186,10 +250,15 @@ class stop_on_signal:
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
+        # Under DDP the launcher (torchrun) forwards the terminal's SIGINT a second time, and a SLURM
+        # job's SIGUSR2 (time limit / preemption) reaches the worker processes too: both mean "save
+        # and stop", never "die now" (torchrun kills the processes itself if they take too long).
+        self.ddp = distributed.current().enabled
+        self.signals = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGUSR2,) if self.ddp else ())
 
     def __enter__(self):
         self.old = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in self.signals:
             try:
                 self.old[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread (e.g. some launchers)
@@ -198,6 +267,8 @@ class stop_on_signal:
 
     def _handler(self, signum, frame):
         if self.trainer.stop_requested:
+            if self.ddp:
+                return
             raise KeyboardInterrupt
         log.warning("signal %d: finishing the current batch, then saving and exiting", signum)
         self.trainer.stop_requested = True
