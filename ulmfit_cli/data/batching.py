@@ -105,7 +105,11 @@ class ClassifierBatches:
 
     Training order is 'sortish' (as fastai's SortishSampler): shuffle, sort within chunks of
     50 batches, keep the longest batch first (so an OOM shows at once), shuffle the rest.
-    Evaluation order is sorted by length; `idx` lets callers restore the input order.
+    Evaluation order is sorted by length; `idx` lets callers restore the input order. An
+    evaluation batch also ends early where padding its documents to its longest would more
+    than double its real tokens (beyond bs * bptt cells): a million-token document is scored
+    alone instead of padding bs - 1 short ones to a million tokens each. In eval mode a
+    document's scores do not depend on its batch-mates, so this changes memory, not results.
     """
 
     def __init__(self, docs: list[np.ndarray], labels, bs: int, pad_id: int, bptt: int, *, seed: int = 0,
@@ -114,15 +118,36 @@ class ClassifierBatches:
         self.labels = labels
         self.bs, self.pad_id, self.bptt, self.seed, self.shuffle = bs, pad_id, bptt, seed, shuffle
         self.lengths = np.array([len(d) for d in self.docs])
+        self._eval: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
+        if not self.shuffle:
+            return len(self._eval_batches())
         return (len(self.docs) + self.bs - 1) // self.bs
+
+    def _eval_batches(self) -> list[np.ndarray]:
+        if self._eval is None:
+            order = np.argsort(-self.lengths, kind="stable")
+            floor = self.bs * self.bptt
+            batches, cur, real, width = [], [], 0, 0
+            for i in order.tolist():
+                n = int(self.lengths[i])
+                if cur and (len(cur) == self.bs or (len(cur) + 1) * width > max(2 * (real + n), floor)):
+                    batches.append(np.array(cur))
+                    cur, real = [], 0
+                if not cur:
+                    width = n  # sorted longest first: the batch is padded to its first document
+                cur.append(i)
+                real += n
+            if cur:
+                batches.append(np.array(cur))
+            self._eval = batches
+        return self._eval
 
     def _order(self, epoch: int) -> list[np.ndarray]:
         n = len(self.docs)
         if not self.shuffle:
-            order = np.argsort(-self.lengths, kind="stable")
-            return [order[i : i + self.bs] for i in range(0, n, self.bs)]
+            return self._eval_batches()
         rng = np.random.default_rng([self.seed, epoch])
         idx = rng.permutation(n)
         chunk = self.bs * 50
