@@ -46,7 +46,6 @@ The checksums are the SHA-256 values published in the HuggingFace `datasets` loa
 from __future__ import annotations
 
 import argparse
-import errno
 import hashlib
 import http.client
 import json
@@ -62,14 +61,13 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 from urllib.parse import urlsplit
 
-from ..errors import UserError
+from ..errors import UserError, disk_error
+from ..fileutil import file_lock
 
 __all__ = ["Corpus", "Remote", "REGISTRY", "download", "load_registry", "main"]
 
@@ -261,36 +259,18 @@ def _stderr_console():
 
 
 def _disk_error(e: OSError, what: Path) -> UserError | OSError:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return UserError(f"No space left on the device while writing {e.filename or what}.",
-                         "Free some space (the partial download is kept and resumes), or pick another disk "
-                         "with --dest DIR (then pass data_root=DIR to the training commands).")
-    if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return UserError(f"Cannot write {e.filename or what}: {e.strerror}.",
-                         "Make it writable, or pick a writable folder with --dest DIR "
-                         "(then pass data_root=DIR to the training commands).")
-    return e
+    return disk_error(e, str(what),
+                      full_fix="Free some space (the partial download is kept and resumes), or pick another disk "
+                               "with --dest DIR (then pass data_root=DIR to the training commands).",
+                      access_fix="Make it writable, or pick a writable folder with --dest DIR "
+                                 "(then pass data_root=DIR to the training commands).")
 
 
-@contextmanager
-def _lock(path: Path, name: str) -> Iterator[None]:
+def _lock(path: Path, name: str):
     """One `ulmfit download NAME` at a time per --dest: two writers would corrupt the .part file."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory lock
-        yield
-        return
-    with open(path, "a+b") as fh:  # removed on the way out, by the process that held it
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            raise UserError(f"Another `ulmfit download {name}` is already writing into {path.parent.parent}.",
-                            "Wait for it to finish (or stop it), then run this again.") from e
-        try:
-            yield
-        finally:
-            path.unlink(missing_ok=True)
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(path, wait=False, remove=True, busy=lambda: UserError(
+        f"Another `ulmfit download {name}` is already writing into {path.parent.parent}.",
+        "Wait for it to finish (or stop it), then run this again."))
 
 
 # --------------------------------------------------------------------------- fetching

@@ -13,7 +13,6 @@ A run's status:
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -26,6 +25,8 @@ import pandas as pd
 
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
+
+from ..fileutil import file_lock
 
 log = logging.getLogger("ulmfit")
 
@@ -317,31 +318,11 @@ def sweep_table(df: pd.DataFrame, sweep_dir: Path) -> pd.DataFrame:
     return out.sort_values("job", kind="stable", na_position="last")
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on `path` (jobs of a parallel launcher end at the same time); no-op where unsupported."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        yield
-        return
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except OSError:
-            pass
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def write_sweep_csv(sweep_dir: Path | str, finished: bool = False) -> Path:
     """Gather the job dirs of `sweep_dir` and (re)write `sweep_dir/sweep.csv` atomically."""
     sweep_dir = Path(sweep_dir)
     path = sweep_dir / SWEEP_CSV
-    with _locked(sweep_dir / ".sweep.csv.lock"):
+    with file_lock(sweep_dir / ".sweep.csv.lock"):  # jobs of a parallel launcher end at the same time
         table = sweep_table(collect_runs([sweep_dir], finished=finished), sweep_dir)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         table.to_csv(tmp, index=False)
