@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import csv
 import errno
+import os
 import random
 import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +15,7 @@ import torch
 
 from conftest import assert_clean_error, FAST, ulmfit
 from ulmfit_cli import cli
+from ulmfit_cli.checkpoints import load_checkpoint
 from ulmfit_cli.training.loop import NonFiniteLoss, StepOut, Trainer
 from ulmfit_cli.training.param_groups import Phase
 
@@ -208,3 +211,136 @@ def test_out_of_memory_gives_batch_size_advice(runs, tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert rc == 2 and "out of memory" in err and "train.bs" in err and "bs=" in err and "Traceback" not in err
     assert not (tmp_path / "o.csv").exists()
+
+
+# ---- 10. a run that diverges, through the console script ---------------------------------------------
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # a busy 2-core machine runs two threads per tiny LSTM step far slower
+FAULTS = Path(__file__).parent / "faults"  # sitecustomize.py: test-only fault injection (a full disk, CUDA OOM)
+
+
+def error_lines(proc) -> list[str]:
+    return [line for line in (proc.stderr + proc.stdout).splitlines() if line.startswith("error:")]
+
+
+def test_diverging_run_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    # Adam takes steps of about lr whatever the gradient: at lr=1e36 the first step makes every
+    # weight ~1e36 and the next loss overflows to inf, reliably, at step 1.
+    args = [*FAST, "bidirectional=fwd", "schedule.lr=1e36", "checkpoint.every_steps=1"]
+    proc = ulmfit("pretrain", *args, cwd=tmp_path, env=ONE_THREAD, check=False)
+    run = next((tmp_path / "outputs" / "pretrain").iterdir())
+    kept = run / "checkpoints" / "last" / "fwd-000000001.pt"
+    assert proc.returncode == 2
+    assert_clean_error(proc, "Training stopped: the loss became", "at step 1", f"the last good checkpoint, {kept}, was kept",
+                       "Lower schedule.lr", "train.on_nan=skip")
+    assert len(error_lines(proc)) == 1  # one paragraph
+    assert sorted(p.relative_to(run).as_posix() for p in (run / "checkpoints").rglob("*") if p.is_file()) == \
+        ["checkpoints/last/fwd-000000001.pt"]  # no final fwd.pt, no half-written temp file
+    assert load_checkpoint(kept)["trainer"]["loop"]["global_step"] == 1  # complete and loadable
+    assert not (run / "summary.json").exists() and "at step 1" in (run / "train.log").read_text()
+
+    # The fix it names works: train.on_nan=skip finishes and counts what it skipped.
+    ulmfit("pretrain", *args, "train.on_nan=skip", cwd=tmp_path, env=ONE_THREAD)
+    done = next(p for p in (tmp_path / "outputs" / "pretrain").iterdir() if p != run)
+    train_row = next(r for r in csv.DictReader(open(done / "metrics.csv")) if r["split"] == "train")
+    assert int(train_row["skipped_batches"]) > 0 and (done / "summary.json").exists()
+
+
+def test_learning_rate_that_overflows_the_optimizer_is_a_clean_error(tmp_path):
+    # At lr=1e38 Adam's bias-corrected step (lr / 0.1) is no longer a float32.
+    proc = ulmfit("pretrain", *FAST, "bidirectional=fwd", "schedule.lr=1e38", cwd=tmp_path, env=ONE_THREAD, check=False)
+    assert proc.returncode == 2
+    assert_clean_error(proc, "overflowed float32", "Lower schedule.lr")
+
+
+# ---- 11. the disk fills up during training, through the console script ---------------------------------
+
+class SmallDisk:
+    """A folder whose disk can be made (nearly) full: a real tmpfs when this test may mount one
+    (root), else the write-counting fault injector of tests/faults/sitecustomize.py."""
+
+    def __init__(self, root: Path, kind: str):
+        self.root, self.kind = root, kind
+
+    def leave(self, n_bytes: int) -> dict:
+        """Leave n_bytes of room for the next run; returns the environment that run needs."""
+        if self.kind == "tmpfs":
+            with open(self.root / "filler", "ab") as f:
+                f.write(b"\1" * max(shutil.disk_usage(self.root).free - n_bytes, 0))
+            return dict(ONE_THREAD)
+        return {**ONE_THREAD, "PYTHONPATH": str(FAULTS), "ULMFIT_FAULT_ENOSPC": f"{self.root}:{n_bytes}"}
+
+    def fill(self) -> None:
+        fd = os.open(self.root / "filler", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\1" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def free_up(self) -> None:
+        (self.root / "filler").unlink(missing_ok=True)
+
+
+@pytest.fixture(params=["injected", "tmpfs"])
+def small_disk(request, tmp_path):
+    root = tmp_path / "disk"
+    root.mkdir()
+    if request.param == "injected":
+        yield SmallDisk(root, "injected")
+        return
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(root)], capture_output=True).returncode:
+        pytest.skip("mount -t tmpfs is not allowed here")
+    try:
+        yield SmallDisk(root, "tmpfs")
+    finally:
+        subprocess.run(["umount", "-l", str(root)], capture_output=True)
+
+
+def test_full_disk_during_training_keeps_the_last_checkpoint_and_earlier_runs(small_disk, tmp_path):
+    out = small_disk.root / "outputs"
+    args = [*FAST, "bidirectional=fwd", "checkpoint.every_steps=5", f"outputs_root={out}"]
+    ulmfit("pretrain", *args, cwd=tmp_path, env=ONE_THREAD)  # an earlier run on the same disk
+    earlier = next((out / "pretrain").iterdir())
+    before = files_of(earlier)
+    size = max(p.stat().st_size for p in (earlier / "checkpoints" / "last").glob("*.pt"))
+
+    # Room for one progress checkpoint (step 5) but not the next (step 10).
+    proc = ulmfit("pretrain", *args, cwd=tmp_path, env=small_disk.leave(int(1.5 * size)), check=False)
+    run = next(p for p in (out / "pretrain").iterdir() if p != earlier)
+    assert proc.returncode == 2
+    assert_clean_error(proc, "No space left on the device while writing", "fwd-000000010.pt",
+                       "the last complete checkpoint was kept", f"resume={run}")
+    assert len(error_lines(proc)) == 1 and "Logging error" not in proc.stderr
+    assert [p.name for p in (run / "checkpoints" / "last").iterdir()] == ["fwd-000000005.pt"]
+    assert load_checkpoint(run / "checkpoints" / "last" / "fwd-000000005.pt")["trainer"]["loop"]["global_step"] == 5
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")] and not (run / "summary.json").exists()
+    assert files_of(earlier) == before  # the earlier run is untouched
+
+    if small_disk.kind == "tmpfs":  # no room at all: refused before Hydra writes anything
+        small_disk.fill()
+        proc = ulmfit("pretrain", *args, cwd=tmp_path, env=ONE_THREAD, check=False)
+        assert proc.returncode == 2
+        assert_clean_error(proc, "No space left on the device holding", f"outputs_root={out}")
+        assert len(list((out / "pretrain").iterdir())) == 2
+
+    # With room again, the run continues from its checkpoint and finishes.
+    small_disk.free_up()
+    ulmfit("pretrain", f"resume={run}", cwd=tmp_path, env=ONE_THREAD)
+    assert (run / "summary.json").exists() and files_of(earlier) == before
+
+
+# ---- 12. CUDA out of memory while training the classifier, through the console script -----------------
+
+def test_cuda_out_of_memory_in_train_clf_gives_batch_size_advice(tmp_path):
+    env = {**ONE_THREAD, "PYTHONPATH": str(FAULTS), "ULMFIT_FAULT_CUDA_OOM": "1"}
+    proc = ulmfit("train-clf", *FAST, "lm=null", "bidirectional=fwd", "unfreeze=none", cwd=tmp_path, env=env, check=False)
+    assert proc.returncode == 2
+    assert_clean_error(proc, "The GPU ran out of memory (CUDA out of memory. Tried to allocate 20.00 GiB",
+                       "Lower train.bs, train.max_len")
+    run = next((tmp_path / "outputs" / "train-clf").iterdir())
+    assert "ran out of memory" in (run / "train.log").read_text() and not (run / "summary.json").exists()

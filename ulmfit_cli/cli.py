@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, disk_error
 
 HYDRA_APPS = {
     # subcommand: (primary config, module in ulmfit_cli.stages, help line)
@@ -66,30 +67,33 @@ def wants_verbose(argv: list[str]) -> bool:
         os.environ.get("ULMFIT_VERBOSE") == "1"
 
 
-def as_user_error(e: Exception) -> Exception:
+def as_user_error(e: Exception, run_dir: Path | None = None) -> Exception:
     """Disk full / read-only / permission problems, a diverged loss and GPU out-of-memory are the
-    user's to fix, not a traceback; anything else is returned unchanged."""
-    import errno
-
+    user's to fix, not a traceback; anything else is returned unchanged. `run_dir`: the training
+    run's directory, named in the message (its newest checkpoint, how to resume)."""
     if type(e).__name__ == "NonFiniteLoss":
-        return UserError(f"Training stopped: the {e}; the last good checkpoint (checkpoints/last/) was kept.",
+        kept = sorted((run_dir / "checkpoints" / "last").glob("*.pt"), key=lambda p: p.stat().st_mtime) if run_dir else []
+        saved = (f"the last good checkpoint, {kept[-1]}, was kept" if kept else
+                 "no checkpoint had been saved yet (checkpoint.every_steps=N saves one every N steps)") if run_dir \
+            else "the last good checkpoint (checkpoints/last/) was kept"
+        return UserError(f"Training stopped: the {e}; {saved}.",
                          "Lower schedule.lr, set train.clip=<e.g. 0.25>, or pass train.on_nan=skip to skip "
                          "such batches (counted in metrics.csv's skipped_batches).")
     if type(e).__name__ == "OutOfMemoryError":
         return UserError(f"The GPU ran out of memory ({str(e).splitlines()[0][:160]}).",
                          "Lower train.bs, train.max_len or train.eval_bs (predict/evaluate: bs=), or use "
                          "precision=bf16 / a larger GPU.")
+    if isinstance(e, RuntimeError) and "without overflow" in str(e):  # an optimizer step of absurd size
+        return UserError(f"Training stopped: a number overflowed float32 ({str(e).splitlines()[0][:120]}); "
+                         "the learning rate is far too large for this model.",
+                         "Lower schedule.lr (ULMFiT's are about 1e-3 to 1e-2).")
     if not isinstance(e, OSError):
         return e
-
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return UserError(f"No space left on the device while writing {e.filename or 'outputs'}; the last complete "
-                         "checkpoint was kept (checkpoints are written to a temp file and renamed).",
-                         "Free some space or set outputs_root= to another disk, then resume=<run dir>.")
-    if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return UserError(f"Cannot write {e.filename or 'the outputs'}: {e.strerror}.",
-                         "Make the outputs directory writable or point outputs_root= at a writable directory.")
-    return e
+    resume = f"resume={run_dir}" if run_dir else "resume=<run dir>"
+    return disk_error(e, "the outputs", full_note="; the last complete checkpoint was kept (checkpoints are "
+                      "written to a temp file and renamed)",
+                      full_fix=f"Free some space or set outputs_root= to another disk, then {resume}.",
+                      access_fix="Make the outputs directory writable or point outputs_root= at a writable directory.")
 
 
 def log_to_files(message: str) -> None:
@@ -115,18 +119,27 @@ def refuse_existing_run_dir(argv: list[str]) -> None:
                 )
 
 
+MIN_FREE_BYTES = 1 << 16  # what Hydra writes before the job starts (.hydra/, train.log), with room to spare
+
+
 def check_outputs_writable(argv: list[str]) -> None:
-    """Hydra creates the run dir before the job starts: a path through a regular file is a clean error."""
-    for a in argv:
-        if a.startswith(("outputs_root=", "hydra.run.dir=", "hydra.sweep.dir=")):
-            key, value = a.split("=", 1)
-            p = Path(value)
-            for parent in [p, *p.parents]:
-                if parent.exists():
-                    if not parent.is_dir():
-                        raise UserError(f"{key}={value}: {parent} is a file, so no run directory can be made under it.",
-                                        f"Point {key}= at a directory (or a path that does not exist yet).")
-                    break
+    """Hydra creates the run dir and writes .hydra/ before the job starts: a path through a regular
+    file, or a disk without room for those few files, is a clean error."""
+    given = [a for a in argv if a.startswith(("outputs_root=", "hydra.run.dir=", "hydra.sweep.dir="))]
+    for a in given or ["outputs_root=outputs"]:
+        key, value = a.split("=", 1)
+        p = Path(value)
+        for parent in [p, *p.parents]:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise UserError(f"{key}={value}: {parent} is a file, so no run directory can be made under it.",
+                                    f"Point {key}= at a directory (or a path that does not exist yet).")
+                free = shutil.disk_usage(parent).free
+                if free < MIN_FREE_BYTES:
+                    raise UserError(f"No space left on the device holding {key}={value} ({free} bytes free in "
+                                    f"{parent.resolve()}); not even the run directory could be written.",
+                                    "Free some space or set outputs_root= to another disk.")
+                break
 
 
 def expand_resume(subcommand: str, argv: list[str]) -> list[str]:
@@ -204,7 +217,7 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
                 # objective=<metric>: a float for an optimising sweeper (Optuna); else the summary dict
                 return objective_value(summary, cfg.objective) if cfg.get("objective") else summary
             except (OSError, RuntimeError) as e:  # RuntimeError: NonFiniteLoss, torch.OutOfMemoryError
-                err = as_user_error(e)
+                err = as_user_error(e, Path(HydraConfig.get().runtime.output_dir))
                 if err is e:
                     raise
                 raise err from e
@@ -229,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    # A log line that cannot be written (a full disk) is not worth a traceback on the terminal:
+    # the write that matters (a checkpoint) fails next and says so in one paragraph.
+    logging.raiseExceptions = False
     try:
         if cmd in HYDRA_APPS:
             return run_stage(cmd, rest)
