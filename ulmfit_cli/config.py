@@ -133,6 +133,8 @@ class DistributedConfig:
 class StageConfig:
     stage: str = MISSING
     seed: int = 0
+    # true: deterministic kernels on GPU (cuDNN, cuBLAS workspace, torch.use_deterministic_algorithms); slower
+    deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 | fp16
     threads: Optional[int] = None

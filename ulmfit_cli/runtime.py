@@ -51,6 +51,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_deterministic(on: bool) -> None:
+    """deterministic=true: kernels that give the same bits every run, where torch has them (GPU)."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS first runs
+        torch.use_deterministic_algorithms(True, warn_only=True)  # ops without such a kernel warn
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+
+
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(int(threads))

@@ -14,7 +14,8 @@ from ..checkpoints import load_checkpoint, save_checkpoint
 from ..errors import UserError
 from ..reporting.metrics import MetricsWriter, write_json
 from ..reporting.progress import make_progress
-from ..runtime import check_precision, describe_device, resolve_device, seed_everything, set_threads
+from ..runtime import (check_precision, describe_device, resolve_device, seed_everything, set_deterministic,
+                       set_threads)
 
 log = logging.getLogger("ulmfit")
 
@@ -66,6 +67,7 @@ class Run:
         self.precision = check_precision(cfg.precision, self.device)
         set_threads(cfg.threads)
         seed_everything(cfg.seed)
+        set_deterministic(cfg.get("deterministic", False))
         if self.writes:
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
