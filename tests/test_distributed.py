@@ -98,6 +98,18 @@ def test_torchrun_two_processes_match_one_process(tmp_path, one_process):
     assert all(float(r["throughput"]) > 0 for r in metrics(run) if r["split"] == "train")
 
 
+def test_finetune_lm_with_gradual_unfreezing_matches_one_process(tmp_path):
+    """DDP is rebuilt when unfreezing changes the trainable parameters: their gradients are averaged too."""
+    args = [*ARGS, "pretrained=null", "unfreeze=gradual", "schedule.discriminative=true", "train.epochs=4",
+            "train.max_steps_per_epoch=3"]
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    ulmfit("finetune-lm", *args, cwd=tmp_path / "one")
+    torchrun("finetune-lm", *args, cwd=tmp_path / "two")
+    one, two = only_run(tmp_path / "one", "finetune-lm"), only_run(tmp_path / "two", "finetune-lm")
+    assert_same_curve(metrics(two), metrics(one))
+    assert_same_weights(two, one)
+
+
 def test_ddp_interrupted_and_resumed_matches_one_process(tmp_path, one_process):
     """`distributed=ddp` starts torchrun itself; SIGTERM makes every rank stop after the same batch
     and rank 0 save (weights, optimiser, position and the hidden states of all 8 streams); resume
