@@ -13,7 +13,7 @@ Two ways in, one code path:
 Each process: `setup` joins the process group (NCCL on CUDA, gloo on CPU), takes device
 cuda:LOCAL_RANK (or the CPU), and learns rank 0's run directory. Only rank 0 writes anything
 (metrics.csv, summary.json, checkpoints, train.log, .hydra/); the other ranks run Hydra in a
-throwaway directory that is deleted when they exit. Which stages and batch sizes DDP supports is
+throwaway directory that is deleted when they exit. Which batch sizes DDP supports is
 checked by `check_supported` (clear errors, before any process starts where possible).
 """
 from __future__ import annotations
@@ -36,7 +36,6 @@ from .errors import UserError
 
 log = logging.getLogger("ulmfit")
 
-SUPPORTED_STAGES = ("pretrain", "finetune-lm")
 CHILD_ENV = "ULMFIT_DDP_CHILD"  # set by `launch` for the processes it starts
 
 
@@ -96,6 +95,23 @@ class Context:
         torch.distributed.broadcast_object_list(box, src=0, device=self._comm_device())
         return box[0]
 
+    def gather_objects(self, obj) -> list:
+        """Every rank's `obj` (picklable), in rank order, on every rank."""
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """rank 0's buffers (BatchNorm running statistics) on every rank, as DDP does before each
+        training forward: evaluation then scores the model rank 0 saves."""
+        if self.enabled:
+            for b in module.buffers():
+                comm = b.data.to(self._comm_device())
+                torch.distributed.broadcast(comm, src=0)
+                b.data.copy_(comm)
+
     def barrier(self) -> None:
         if self.enabled:
             torch.distributed.barrier()
@@ -135,13 +151,6 @@ def check_supported(cfg, world_size: int) -> None:
     """Clear errors for what DDP cannot do, before any work starts."""
     if world_size <= 1:
         return
-    if cfg.stage not in SUPPORTED_STAGES:
-        raise UserError(
-            f"{cfg.stage} does not run data-parallel: multi-process training (torchrun / distributed=ddp) "
-            f"supports {' and '.join(SUPPORTED_STAGES)}, the stages that train language models.",
-            f"Run `ulmfit {cfg.stage}` as one process (without torchrun, distributed=none); "
-            "the classifier trains in minutes on one GPU.",
-        )
     t = cfg.train
     for key, bs in (("train.bs", t.bs), ("train.eval_bs", t.eval_bs or t.bs)):
         if bs % world_size:

@@ -84,6 +84,9 @@ class ClfBatch:
     y: torch.Tensor | None  # (bs,) class ids, or (bs, n_classes) multi-hot
     idx: np.ndarray  # positions of these documents in the input order
     n_tokens: int = 0
+    # This process's share of the global batch's rows x world size (1 on one process): a loss
+    # averaged over its rows and scaled by `share` makes DDP's mean over ranks the global mean.
+    share: float = 1.0
 
 
 def pad_chunks(docs: list[np.ndarray], pad_id: int, bptt: int) -> torch.Tensor:
@@ -113,17 +116,21 @@ class ClassifierBatches:
     """
 
     def __init__(self, docs: list[np.ndarray], labels, bs: int, pad_id: int, bptt: int, *, seed: int = 0,
-                 shuffle: bool = True, reverse: bool = False):
+                 shuffle: bool = True, reverse: bool = False, rank: int = 0, world_size: int = 1):
         self.docs = [d[::-1].copy() for d in docs] if reverse else docs
         self.labels = labels
         self.bs, self.pad_id, self.bptt, self.seed, self.shuffle = bs, pad_id, bptt, seed, shuffle
+        # Data-parallel training: every rank builds the same global batches and takes its
+        # contiguous slice of each one's rows, so the ranks together train on the one-process batch.
+        self.rank, self.world_size = rank, world_size
         self.lengths = np.array([len(d) for d in self.docs])
         self._eval: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         if not self.shuffle:
             return len(self._eval_batches())
-        return (len(self.docs) + self.bs - 1) // self.bs
+        n, last = (len(self.docs) + self.bs - 1) // self.bs, len(self.docs) % self.bs
+        return n - 1 if self.world_size > 1 and 0 < last < self.world_size else n
 
     def _eval_batches(self) -> list[np.ndarray]:
         if self._eval is None:
@@ -162,8 +169,15 @@ class ClassifierBatches:
 
     def epoch(self, epoch: int = 0):
         for b in self._order(epoch):
+            share = 1.0
+            if self.world_size > 1 and self.shuffle:
+                if len(b) < self.world_size:  # a last batch too small to give every rank a row: all skip it
+                    continue
+                n = len(b)
+                b = np.array_split(b, self.world_size)[self.rank]
+                share = len(b) * self.world_size / n
             docs = [self.docs[i] for i in b]
             y = None
             if self.labels is not None:
                 y = torch.as_tensor(np.asarray(self.labels)[b])
-            yield ClfBatch(pad_chunks(docs, self.pad_id, self.bptt), y, b, int(self.lengths[b].sum()))
+            yield ClfBatch(pad_chunks(docs, self.pad_id, self.bptt), y, b, int(self.lengths[b].sum()), share)

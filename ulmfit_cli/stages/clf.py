@@ -14,15 +14,19 @@ from ..training.loop import StepOut, autocast_for
 from .lm import MODEL_SIZE_KEYS
 
 
-def clf_step(device: torch.device, multi_label: bool):
+def clf_step(device: torch.device, multi_label: bool, forward=None):
+    """Cross-entropy (or BCE for multi-label) of a batch. `forward` (default: the model) runs it,
+    e.g. through DistributedDataParallel; the loss is scaled by the batch's `share` of the global
+    batch so that DDP's mean over ranks is the one-process mean."""
+
     def step(model: TextClassifier, batch) -> StepOut:
         x, y = batch.x.to(device, non_blocking=True), batch.y.to(device, non_blocking=True)
-        logits = model(x).float()
+        logits = (forward or model)(x).float()
         if multi_label:
             loss = F.binary_cross_entropy_with_logits(logits, y.float())
         else:
             loss = F.cross_entropy(logits, y)
-        return StepOut(loss, x.size(0))
+        return StepOut(loss * batch.share if batch.share != 1.0 else loss, x.size(0))
 
     return step
 
@@ -41,6 +45,20 @@ def predict_proba(model: TextClassifier, docs: list[np.ndarray], *, bs: int, pad
         if out is None:
             out = np.zeros((len(docs), probs.size(1)), dtype=np.float32)
         out[batch.idx] = probs.cpu().numpy()
+    return out
+
+
+def sharded_predict_proba(model: TextClassifier, docs: list[np.ndarray], ctx, **kw) -> np.ndarray:
+    """predict_proba with the documents dealt round-robin over the data-parallel ranks; every rank
+    gets all probabilities, in the order of `docs`."""
+    if not ctx.enabled:
+        return predict_proba(model, docs, **kw)
+    mine = np.arange(ctx.rank, len(docs), ctx.world_size)
+    parts = ctx.gather_objects((mine, predict_proba(model, [docs[i] for i in mine], **kw)))
+    out = np.zeros((len(docs), next(p.shape[1] for _, p in parts if p is not None)), dtype=np.float32)
+    for idx, p in parts:
+        if len(idx):
+            out[idx] = p
     return out
 
 

@@ -10,8 +10,10 @@ import logging
 
 import numpy as np
 import pandas as pd
+import torch
 from omegaconf import OmegaConf
 
+from .. import distributed
 from ..data import load_dataset
 from ..data.batching import ClassifierBatches
 from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
@@ -21,9 +23,9 @@ from ..training.loop import Trainer
 from ..training.param_groups import unfreeze_plan
 from ..training.schedules import make_schedule
 from .clf import (all_negative_f1, build_classifier_for, clf_step, load_encoder_from_lm, most_frequent_label_f1,
-                  predict_proba, scores, tune_threshold)
+                  scores, sharded_predict_proba, tune_threshold)
 from .common import Run, find_source_run, load_lm_checkpoint
-from .lm import encode, make_optimizer, stop_on_signal
+from .lm import DDPForward, encode, make_optimizer, reseed_rank, stop_on_signal
 
 log = logging.getLogger("ulmfit")
 
@@ -62,6 +64,7 @@ def run(cfg) -> dict:
 
     t = cfg.train
     eval_bs = t.eval_bs or t.bs
+    ctx = distributed.current()
     results, probs = {}, {"valid": [], "test": []}
     for direction in directions:
         reverse = direction == "bwd"
@@ -70,27 +73,34 @@ def run(cfg) -> dict:
                                      source["model_config"] if source else None)
         if source:
             load_encoder_from_lm(model, source)
+        if ctx.enabled and run.device.type == "cuda":  # batch statistics over the global batch (no CPU kernel)
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(run.device)
         groups = model.layer_groups()
         opt, lrs = make_optimizer(cfg, groups)
         train = ClassifierBatches(docs["train"], ys["train"], t.bs, numericalizer.pad_id, t.bptt, seed=cfg.seed,
-                                  reverse=reverse)
+                                  reverse=reverse, rank=ctx.rank, world_size=ctx.world_size)
+
+        def proba(m, split):
+            ctx.broadcast_buffers(m)
+            return sharded_predict_proba(m, docs[split], ctx, bs=eval_bs, pad_id=numericalizer.pad_id, reverse=reverse,
+                                         device=run.device, precision=run.precision, multi_label=multi)
 
         def evaluate(m, split="valid"):
-            p = predict_proba(m, docs[split], bs=eval_bs, pad_id=numericalizer.pad_id, reverse=reverse,
-                              device=run.device, precision=run.precision, multi_label=multi)
+            p = proba(m, split)
             return scores(p, ys[split], multi, tune_threshold(p, ys[split]) if multi else 0.5)
 
-        trainer = Trainer(model, opt, lrs, make_schedule(cfg.schedule), clf_step(run.device, multi), evaluate,
+        forward = DDPForward(model, run.device) if ctx.enabled else None
+        trainer = Trainer(model, opt, lrs, make_schedule(cfg.schedule), clf_step(run.device, multi, forward), evaluate,
                           device=run.device, precision=run.precision, clip=t.clip, on_nan=t.on_nan,
                           log_row=run.log_row(direction), progress=run.progress,
-                          max_steps_per_epoch=t.max_steps_per_epoch)
+                          max_steps_per_epoch=t.max_steps_per_epoch, collective=ctx)
+        if ctx.enabled:
+            reseed_rank(cfg.seed, ctx.rank, 0)
         with stop_on_signal(trainer):
             trainer.fit(train, unfreeze_plan(cfg.unfreeze, len(groups), t.epochs))
         for split in ("valid", "test"):
-            probs[split].append(predict_proba(model, docs[split], bs=eval_bs, pad_id=numericalizer.pad_id,
-                                              reverse=reverse, device=run.device, precision=run.precision,
-                                              multi_label=multi))
+            probs[split].append(proba(model, split))
         res, threshold = split_scores(probs["valid"][-1], probs["test"][-1], ys, multi)
         run.metrics({"direction": direction, "epoch": trainer.state.epoch, "step": trainer.state.global_step,
                      "split": "test", "loss": res["test_loss"], "accuracy": res["test_accuracy"],
@@ -110,8 +120,9 @@ def run(cfg) -> dict:
     if len(directions) > 1:
         results["ensemble"], threshold = split_scores(np.mean(probs["valid"], axis=0), np.mean(probs["test"], axis=0),
                                                       ys, multi)
-    write_predictions(run.dir / "predictions_test.csv", data.test_texts, data.test_labels, classes,
-                      probs["test"], multi, threshold)
+    if run.writes:
+        write_predictions(run.dir / "predictions_test.csv", data.test_texts, data.test_labels, classes,
+                          probs["test"], multi, threshold)
     return run.finish(results, started_from=str(source_dir) if source_dir else None, dataset=data.name,
                       classes=classes, n_train=len(docs["train"]), warnings=data.warnings, **baselines(ys, multi))
 
