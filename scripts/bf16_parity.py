@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
-import json
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realdata_trec6 import run  # noqa: E402
+from realdata_trec6 import run, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,12 +60,9 @@ def main() -> int:
         "train_tokens_per_s": tps,
         "speedup_bf16_over_fp32": statistics.mean(tps["bf16"]) / statistics.mean(tps["fp32"]),
         "seeds": seeds, "epochs": a.epochs, "overrides": common,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": s["device"], "torch": s["torch"],
     }
-    (out / "results.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    return 0
+    return write_results(out, result)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ Each step is an ordinary `ulmfit` run in OUT/<step>; finished steps are skipped 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realdata_trec6 import run  # noqa: E402  (one way to run a step, shared by both checks)
+from realdata_trec6 import run, write_results  # noqa: E402  (one way to run a step, shared by both checks)
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = (100, 1000)
@@ -88,9 +87,7 @@ def main() -> int:
         "wall_time_s": round(ft["wall_time_s"] + sum(e["wall_time_s"] for e in errors.values()), 1),
         "device": ft["device"], "torch": ft["torch"],
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
-    return 0
+    return write_results(out, results)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Each step is an ordinary `ulmfit` run in OUT/<step>; finished steps are skipped 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -28,6 +29,14 @@ def run(stage: str, out: Path, name: str, *overrides: str) -> dict:
         print("$ ulmfit", " ".join(cmd[3:]), flush=True)
         subprocess.run(cmd, check=True)
     return json.loads((run_dir / "summary.json").read_text())
+
+
+def write_results(out: Path, results: dict) -> int:
+    """OUT/results.json (stamped with the date) and the same JSON on stdout."""
+    results = {**results, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return 0
 
 
 def main() -> int:
@@ -56,9 +65,7 @@ def main() -> int:
         "wall_time_s": sum(s["wall_time_s"] for s in (pre, ft, clf, ft0, clf0, scratch)),
         "device": clf["device"], "torch": clf["torch"],
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
-    return 0
+    return write_results(out, results)
 
 
 if __name__ == "__main__":
