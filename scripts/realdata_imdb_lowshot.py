@@ -5,7 +5,7 @@ A small AWD-LSTM pretrained on WikiText-2 (reused from scripts/realdata_trec6.py
 here when --pretrained is not given) -> LM fine-tuning on IMDb train + unlabelled reviews ->
 classifier on the first 100 and 1,000 (shuffled) labelled training reviews, against the same
 classifier trained from scratch on the same labels. Test error on a fixed, seeded sample of the
-25k test reviews (--test-docs, default 5,000), validation on 500 held-out training reviews.
+25k test reviews (--test-docs, default 5,000), validation on 250 held-out training reviews.
 
 Each step is an ordinary `ulmfit` run in OUT/<step>; finished steps are skipped on re-run.
 
@@ -25,9 +25,9 @@ from realdata_trec6 import run, write_results  # noqa: E402  (one way to run a s
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = (100, 1000)
-# 4 steps per epoch at 100 labels, 32 at 1,000 (bs 32): fewer epochs would leave gradual
+# 4 steps per epoch at 100 labels, 32 at 1,000 (bs 32): fewer epochs at 100 would leave gradual
 # unfreezing no time on the full model at 100.
-EPOCHS = {100: 16, 1000: 8}
+EPOCHS = {100: 12, 1000: 5}
 
 
 def write_split_files(shared: Path, dest: Path, n_valid: int, n_test: int, seed: int) -> None:
@@ -53,7 +53,7 @@ def main() -> int:
                     help="IMDb train reviews and as many unlabelled ones for LM fine-tuning (the whole 75k is days on a CPU)")
     ap.add_argument("--lm-epochs", type=int, default=2)
     ap.add_argument("--test-docs", type=int, default=5000)
-    ap.add_argument("--valid-docs", type=int, default=500)
+    ap.add_argument("--valid-docs", type=int, default=250)
     ap.add_argument("extra", nargs="*", help="overrides for every stage (e.g. model=tiny train.max_steps_per_epoch=5)")
     a = ap.parse_args()
     shared, out = Path(a.shared).resolve(), Path(a.out).resolve()
