@@ -344,3 +344,39 @@ def test_cuda_out_of_memory_in_train_clf_gives_batch_size_advice(tmp_path):
                        "Lower train.bs, train.max_len")
     run = next((tmp_path / "outputs" / "train-clf").iterdir())
     assert "ran out of memory" in (run / "train.log").read_text() and not (run / "summary.json").exists()
+
+
+# ---- 12. a read-only outputs directory -------------------------------------------------------------
+
+def test_read_only_outputs_dir_is_a_clean_error_and_keeps_earlier_runs(tmp_path):
+    """outputs_root= on a read-only file system (a tmpfs remounted ro when root may mount; else a
+    chmod 555 folder, which binds a non-root user)."""
+    root = tmp_path / "ro"
+    root.mkdir()
+    out = root / "outputs"
+    if os.geteuid() == 0:
+        if not shutil.which("mount") or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(root)],
+                                                       capture_output=True).returncode:
+            pytest.skip("root ignores chmod and mount -t tmpfs is not allowed here")
+        (out / "pretrain" / "earlier").mkdir(parents=True)
+        (out / "pretrain" / "earlier" / "summary.json").write_text("{}")
+        assert subprocess.run(["mount", "-o", "remount,ro", str(root)], capture_output=True).returncode == 0
+        undo = ["umount", "-l", str(root)]
+    else:
+        (out / "pretrain" / "earlier").mkdir(parents=True)
+        (out / "pretrain" / "earlier" / "summary.json").write_text("{}")
+        out.chmod(0o555), (out / "pretrain").chmod(0o555)
+        undo = None
+    try:
+        before = files_of(out)
+        proc = ulmfit("pretrain", *FAST, "bidirectional=fwd", f"outputs_root={out}", cwd=tmp_path, env=ONE_THREAD,
+                      check=False)
+        assert proc.returncode == 2
+        assert_clean_error(proc, "outputs_root=", "writable")
+        assert len(error_lines(proc)) == 1
+        assert files_of(out) == before
+    finally:
+        if undo:
+            subprocess.run(undo, capture_output=True)
+        else:
+            out.chmod(0o755), (out / "pretrain").chmod(0o755)

@@ -122,18 +122,22 @@ def refuse_existing_run_dir(argv: list[str]) -> None:
 MIN_FREE_BYTES = 1 << 16  # what Hydra writes before the job starts (.hydra/, train.log), with room to spare
 
 
-def check_outputs_writable(argv: list[str]) -> None:
+def check_outputs_writable(argv: list[str], subcommand: str) -> None:
     """Hydra creates the run dir and writes .hydra/ before the job starts: a path through a regular
-    file, or a disk without room for those few files, is a clean error."""
+    file, a read-only directory, or a disk without room for those few files, is a clean error."""
     given = [a for a in argv if a.startswith(("outputs_root=", "hydra.run.dir=", "hydra.sweep.dir="))]
     for a in given or ["outputs_root=outputs"]:
         key, value = a.split("=", 1)
-        p = Path(value)
+        p = Path(value) / subcommand if key == "outputs_root" else Path(value)  # where the run dir goes
         for parent in [p, *p.parents]:
             if parent.exists():
                 if not parent.is_dir():
                     raise UserError(f"{key}={value}: {parent} is a file, so no run directory can be made under it.",
                                     f"Point {key}= at a directory (or a path that does not exist yet).")
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    raise UserError(f"{key}={value}: {parent.resolve()} is read-only (or not ours), so no run "
+                                    "directory can be made in it; earlier runs there are left as they are.",
+                                    f"Point {key}= at a writable directory, or make that one writable.")
                 free = shutil.disk_usage(parent).free
                 if free < MIN_FREE_BYTES:
                     raise UserError(f"No space left on the device holding {key}={value} ({free} bytes free in "
@@ -189,7 +193,7 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
     config_name, module, _ = HYDRA_APPS[subcommand]
     if os.environ.get(distributed.CHILD_ENV) != "1":  # started by distributed=ddp: the parent job checked these
         refuse_existing_run_dir(argv)
-        check_outputs_writable(argv)
+        check_outputs_writable(argv, subcommand)
         argv = expand_resume(subcommand, argv)
     argv = distributed.rewrite_argv(argv)  # under torchrun: ranks > 0 write nothing
 
