@@ -81,7 +81,8 @@ def main() -> int:
 
     results = {
         "imdb_lm_val_perplexity": ft["results"]["fwd"]["val_perplexity"],
-        "lm_finetune_docs": {"train": a.lm_docs, "unsup": a.lm_docs}, "lm_epochs": a.lm_epochs,
+        "lm_finetune_docs": {"train": a.lm_docs, "unsup": a.lm_docs}, "lm_epochs": ft["results"]["fwd"]["epochs"],
+        "lm_finetune_tokens": ft["results"]["fwd"]["train_tokens"],
         "test_docs": a.test_docs, "valid_docs": a.valid_docs,
         "imdb_test_error": {str(n): e for n, e in errors.items()},
         "wall_time_s": round(ft["wall_time_s"] + sum(e["wall_time_s"] for e in errors.values()), 1),
