@@ -96,6 +96,14 @@ def as_user_error(e: Exception, run_dir: Path | None = None) -> Exception:
                       access_fix="Make the outputs directory writable or point outputs_root= at a writable directory.")
 
 
+def reraise_for_user(e: Exception, run_dir: Path | None = None):
+    """Inside `except`: raise `as_user_error(e)` from e, or re-raise e itself when it is not the user's to fix."""
+    err = as_user_error(e, run_dir)
+    if err is e:
+        raise e
+    raise err from e
+
+
 def log_to_files(message: str) -> None:
     """Record an error in train.log only: the terminal gets the one-paragraph message."""
     record = logging.getLogger("ulmfit").makeRecord("ulmfit", logging.ERROR, __file__, 0, message, None, None)
@@ -221,10 +229,7 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
                 # objective=<metric>: a float for an optimising sweeper (Optuna); else the summary dict
                 return objective_value(summary, cfg.objective) if cfg.get("objective") else summary
             except (OSError, RuntimeError) as e:  # RuntimeError: NonFiniteLoss, torch.OutOfMemoryError
-                err = as_user_error(e, Path(HydraConfig.get().runtime.output_dir))
-                if err is e:
-                    raise
-                raise err from e
+                reraise_for_user(e, Path(HydraConfig.get().runtime.output_dir))
         except UserError as e:
             log_to_files(str(e))
             if (code := distributed.worker_exit_code(e)) is not None:  # reported once, by another process
@@ -259,10 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 return module.main(rest)
             except (OSError, RuntimeError) as e:
-                err = as_user_error(e)
-                if err is e:
-                    raise
-                raise err from e
+                reraise_for_user(e)
     except UserError as e:
         print_error(e, wants_verbose(rest))
         return e.exit_code

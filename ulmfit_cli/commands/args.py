@@ -16,8 +16,8 @@ def parse(schema, argv: list[str], usage: str):
     if bad:
         raise UserError(f"'{bad[0]}' is not KEY=VALUE.", usage)
     # A string-typed value stays as typed: YAML would read `output=-` as a list and `text_col=no` as False.
-    text_keys = {f.name for f in dataclasses.fields(schema)
-                 if str in (typing.get_type_hints(schema)[f.name], *typing.get_args(typing.get_type_hints(schema)[f.name]))}
+    hints = typing.get_type_hints(schema)
+    text_keys = {f.name for f in dataclasses.fields(schema) if str in (hints[f.name], *typing.get_args(hints[f.name]))}
     raw = {k: v for k, v in (a.split("=", 1) for a in argv) if k in text_keys}
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(schema),

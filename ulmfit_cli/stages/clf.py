@@ -26,7 +26,7 @@ def clf_step(device: torch.device, multi_label: bool, forward=None):
             loss = F.binary_cross_entropy_with_logits(logits, y.float())
         else:
             loss = F.cross_entropy(logits, y)
-        return StepOut(loss * batch.share if batch.share != 1.0 else loss, x.size(0))
+        return StepOut(loss * batch.share, x.size(0))
 
     return step
 
@@ -67,10 +67,10 @@ def scores(probs: np.ndarray, labels: np.ndarray, multi_label: bool = False, thr
     micro/macro F1 and exact-match accuracy at `threshold`."""
     eps = 1e-7
     if multi_label:
-        gold = labels.astype(bool)
-        f1_micro, f1_macro = f1_scores(probs >= threshold, gold)
+        gold, pred = labels.astype(bool), probs >= threshold
+        f1_micro, f1_macro = f1_scores(pred, gold)
         loss = float(-(gold * np.log(probs + eps) + (~gold) * np.log(1 - probs + eps)).mean())
-        acc = float(((probs >= threshold) == gold).all(1).mean())
+        acc = float((pred == gold).all(1).mean())
         return {"loss": loss, "accuracy": acc, "error": 100 * (1 - acc), "f1_micro": f1_micro,
                 "f1_macro": f1_macro, "threshold": float(threshold)}
     loss = float(-np.log(probs[np.arange(len(labels)), labels] + eps).mean())
