@@ -689,13 +689,15 @@ def fastai_probe(python: Path) -> tuple[bool, str]:
 CSV_COLS = ["bench", "size", "doc_len", "system", "precision", "status", "throughput", "unit", "median_step_s",
             "steps", "throughput_best", "min_step_s", "peak_mem_mb", "mem_kind", "peak_rss_mb", "cuda_peak_mb",
             "ratio_vs_fastai", "ratio_vs_bare", "ratio_best_vs_fastai", "ratio_best_vs_bare", "mem_ratio_vs_fastai",
-            "mem_ratio_vs_bare", "ratio_vs_fp32", "ratio_best_vs_fp32", "bs", "vocab", "emb", "hidden", "layers", "bptt",
+            "mem_ratio_vs_bare", "ratio_vs_fp32", "ratio_best_vs_fp32", "ratio_vs_fastai_fp32",
+            "ratio_best_vs_fastai_fp32", "mem_ratio_vs_fastai_fp32", "bs", "vocab", "emb", "hidden", "layers", "bptt",
             "max_len", "n_params", "optimizer", "torch", "fastai", "fit_s", "fit_tokens_per_s", "n_tokens",
             "device", "device_name", "precision", "threads", "date", "git_commit"]
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """ulmfit / fastai and ulmfit / bare (same precision); bf16 / fp32 (same system)."""
+    """ulmfit / fastai and ulmfit / bare (same precision); bf16 / fp32 (same system); and ulmfit bf16 /
+    fastai fp32: what a user gains by switching runner and turning on bf16 (fastai's default is fp32)."""
     by_key = {}
     for r in rows:
         by_key[(r["bench"], r["size"], r.get("doc_len"), r["system"], r.get("precision"))] = r
@@ -716,6 +718,12 @@ def add_ratios(rows: list[dict]) -> None:
                 r[f"ratio_best_vs_{other}"] = r["throughput_best"] / o["throughput_best"]
                 if r.get("peak_mem_mb") and o.get("peak_mem_mb"):
                     r[f"mem_ratio_vs_{other}"] = r["peak_mem_mb"] / o["peak_mem_mb"]
+        o = by_key.get((r["bench"], r["size"], r.get("doc_len"), "fastai", "fp32"))
+        if r.get("precision") == "bf16" and o and o.get("throughput"):
+            r["ratio_vs_fastai_fp32"] = r["throughput"] / o["throughput"]
+            r["ratio_best_vs_fastai_fp32"] = r["throughput_best"] / o["throughput_best"]
+            if r.get("peak_mem_mb") and o.get("peak_mem_mb"):
+                r["mem_ratio_vs_fastai_fp32"] = r["peak_mem_mb"] / o["peak_mem_mb"]
 
 
 def fmt(x, nd=1):
@@ -746,7 +754,7 @@ def print_table(rows: list[dict], meta: dict) -> None:
     multi = len({r.get("precision") for r in rows if r["bench"] != "tokenize"}) > 1
     cols = ["bench", "size", "doc len", "bs", "system"] + (["prec"] if multi else []) + [
         "throughput", "unit", "med step s", "min step s", "steps", "peak mem MB", "ulmfit/fastai", "ulmfit/bare",
-        "mem u/f", "mem u/b"] + (["bf16/fp32"] if multi else [])
+        "mem u/f", "mem u/b"] + (["bf16/fp32", "u bf16/f fp32", "mem u bf16/f fp32"] if multi else [])
     for c in cols:
         t.add_column(c, justify="right" if c not in ("bench", "size", "system", "unit", "prec") else "left",
                      no_wrap=True, max_width=22 if c == "throughput" else None)
@@ -758,7 +766,7 @@ def print_table(rows: list[dict], meta: dict) -> None:
                   r.get("unit", ""), fmt(r.get("median_step_s"), 3), fmt(r.get("min_step_s"), 3), fmt(r.get("steps")),
                   fmt(r.get("peak_mem_mb"), 0), ratio(r, "fastai"), ratio(r, "bare"),
                   fmt(r.get("mem_ratio_vs_fastai"), 2), fmt(r.get("mem_ratio_vs_bare"), 2)]
-        cells += [ratio(r, "fp32")] if multi else []
+        cells += [ratio(r, "fp32"), ratio(r, "fastai_fp32"), fmt(r.get("mem_ratio_vs_fastai_fp32"), 2)] if multi else []
         t.add_row(*cells)
     Console(width=240).print(t)
 

@@ -45,6 +45,15 @@ def check_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def check_lstm_kernel(kernel: str) -> str:
+    from .models.lstm_kernels import KERNELS
+
+    if kernel not in KERNELS:
+        raise UserError(f"model.lstm_kernel={kernel} is not a kernel name.",
+                        f"Use model.lstm_kernel={' or '.join(KERNELS)} (auto is the fastest measured).")
+    return kernel
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -11,6 +11,7 @@ def build_encoder(cfg, vocab_size: int, pad_id: int) -> AWDLSTM:
         vocab_size, cfg.emb_size, cfg.hidden_size, cfg.n_layers, pad_id,
         hidden_p=cfg.hidden_p * m, input_p=cfg.input_p * m,
         embed_p=cfg.embed_p * m, weight_p=cfg.weight_p * m, emb_init=getattr(cfg, "emb_init", 0.1),
+        lstm_kernel=getattr(cfg, "lstm_kernel", "auto"),
     )
 
 

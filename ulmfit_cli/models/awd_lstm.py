@@ -13,10 +13,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .lstm_kernels import lstm_layer
+
 
 def dropout_mask(x: torch.Tensor, shape: tuple, p: float) -> torch.Tensor:
-    """Bernoulli(1-p) mask scaled by 1/(1-p), the same for every time step it broadcasts over."""
-    return x.new_empty(*shape).bernoulli_(1 - p).div_(1 - p)
+    """Bernoulli(1-p) mask scaled by 1/(1-p), the same for every time step it broadcasts over.
+
+    Drawn as uniform >= p: on CPU that is 3x faster than bernoulli_/F.dropout (65 ms for one
+    paper-size 4608x1152 matrix, paid per forward, i.e. per BPT3C chunk); same distribution."""
+    return torch.rand(*shape, dtype=x.dtype, device=x.device).ge_(p).div_(1 - p)
 
 
 class LockedDropout(nn.Module):
@@ -43,14 +48,13 @@ def embedding_dropout(emb: nn.Embedding, ids: torch.Tensor, p: float, training: 
 class WeightDropLSTM(nn.Module):
     """One LSTM layer with DropConnect on its hidden-to-hidden matrix.
 
-    The raw matrix is dropped once per forward and handed to the fused LSTM kernel
-    (the same call nn.LSTM makes), so there is no per-time-step Python loop and the
-    cuDNN path is kept on GPU.
+    The raw matrix is dropped once per forward and handed whole to the LSTM kernel (the fused
+    call nn.LSTM makes, so cuDNN stays on GPU; see lstm_kernels for bf16 training on CPU).
     """
 
-    def __init__(self, n_in: int, n_out: int, weight_p: float):
+    def __init__(self, n_in: int, n_out: int, weight_p: float, kernel: str = "auto"):
         super().__init__()
-        self.n_in, self.n_out, self.weight_p = n_in, n_out, weight_p
+        self.n_in, self.n_out, self.weight_p, self.kernel = n_in, n_out, weight_p, kernel
         k = 1.0 / n_out**0.5
         self.weight_ih_l0 = nn.Parameter(torch.empty(4 * n_out, n_in).uniform_(-k, k))
         self.weight_hh_l0_raw = nn.Parameter(torch.empty(4 * n_out, n_out).uniform_(-k, k))
@@ -58,12 +62,14 @@ class WeightDropLSTM(nn.Module):
         self.bias_hh_l0 = nn.Parameter(torch.empty(4 * n_out).uniform_(-k, k))
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
-        w_hh = F.dropout(self.weight_hh_l0_raw, self.weight_p, self.training)
+        w_hh = self.weight_hh_l0_raw
+        if self.training and self.weight_p > 0:
+            # A bool mask is what autograd keeps for the backward (1 byte per weight, not 4):
+            # BPT3C keeps one per chunk, hundreds of MB for a 1,000-token batch.
+            keep = torch.rand(w_hh.shape, dtype=w_hh.dtype, device=w_hh.device) >= self.weight_p
+            w_hh = torch.where(keep, w_hh, 0.0) * (1.0 / (1.0 - self.weight_p))
         weights = [self.weight_ih_l0, w_hh, self.bias_ih_l0, self.bias_hh_l0]
-        out, h, c = torch._VF.lstm(
-            x, state, weights, True, 1, 0.0, self.training, False, True
-        )  # has_biases, num_layers, dropout, train, bidirectional, batch_first
-        return out, (h, c)
+        return lstm_layer(x, state, weights, self.training, self.kernel)
 
 
 class AWDLSTM(nn.Module):
@@ -86,6 +92,7 @@ class AWDLSTM(nn.Module):
         embed_p: float = 0.05,
         weight_p: float = 0.5,
         emb_init: float = 0.1,
+        lstm_kernel: str = "auto",
     ):
         super().__init__()
         self.emb_size, self.hidden_size, self.n_layers = emb_size, hidden_size, n_layers
@@ -95,7 +102,7 @@ class AWDLSTM(nn.Module):
         self.embed_p = embed_p
         sizes = [emb_size] + [hidden_size] * (n_layers - 1) + [emb_size]
         self.rnns = nn.ModuleList(
-            WeightDropLSTM(sizes[i], sizes[i + 1], weight_p) for i in range(n_layers)
+            WeightDropLSTM(sizes[i], sizes[i + 1], weight_p, lstm_kernel) for i in range(n_layers)
         )
         self.input_dp = LockedDropout(input_p)
         self.hidden_dps = nn.ModuleList(LockedDropout(hidden_p) for _ in range(n_layers))

@@ -5,12 +5,16 @@ import torch
 import torch.nn as nn
 
 from .awd_lstm import AWDLSTM, LockedDropout
+from .fused_softmax import cross_entropy_sum_and_hits, linear_cross_entropy
 
 
 class LanguageModel(nn.Module):
     """AWD-LSTM + output dropout + linear decoder tied to the embedding.
 
     forward(ids) -> (logits, raw_last, dropped_last); the last two feed TAR and AR.
+    forward(ids, targets) -> (mean cross-entropy, raw_last, dropped_last), the decoder and the
+    softmax fused so the (tokens x vocab) logits are never built (as nanoGPT's forward(idx, targets)).
+    score(ids, targets) -> (summed cross-entropy, top-1 hits), for evaluation, in the same chunks.
     """
 
     def __init__(self, encoder: AWDLSTM, output_p: float = 0.4, tie_weights: bool = True):
@@ -34,14 +38,26 @@ class LanguageModel(nn.Module):
         groups = self.encoder.layer_groups()
         return groups[1:] + [groups[0] + [self.decoder]]
 
-    def forward(self, ids: torch.Tensor):
+    def _features(self, ids: torch.Tensor):
         if self.hidden is not None and self.hidden[0][0].size(1) != ids.size(0):
             self.hidden = None
         raw_outputs, outputs, hidden = self.encoder(ids, self.hidden)
         # Truncated BPTT: the next batch continues from this state without back-propagating into it.
         self.hidden = [(h.detach(), c.detach()) for h, c in hidden]
-        dropped = self.output_dp(outputs[-1])
-        return self.decoder(dropped), raw_outputs[-1], dropped
+        return raw_outputs[-1], self.output_dp(outputs[-1])
+
+    def score(self, ids: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
+        _, dropped = self._features(ids)
+        return cross_entropy_sum_and_hits(dropped.reshape(-1, dropped.size(-1)), self.decoder.weight,
+                                          self.decoder.bias, targets.reshape(-1))
+
+    def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None):
+        raw_last, dropped = self._features(ids)
+        if targets is not None:
+            flat = dropped.reshape(-1, dropped.size(-1))
+            ce = linear_cross_entropy(flat, self.decoder.weight, self.decoder.bias, targets.reshape(-1))
+            return ce, raw_last, dropped
+        return self.decoder(dropped), raw_last, dropped
 
 
 def masked_concat_pool(states: torch.Tensor, mask: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
@@ -75,16 +91,17 @@ def bpt3c_encode(encoder: AWDLSTM, ids: torch.Tensor, bptt: int, max_len: int, p
     for s in range(0, seq_len, bptt):
         e = min(s + bptt, seq_len)
         rows = (first < e).nonzero().squeeze(1)
+        every = rows.numel() == bs  # no row still before its first chunk: no gather, no scatter
         keep = e > seq_len - max_len
         with torch.set_grad_enabled(keep and torch.is_grad_enabled()):
-            sub = [(h[:, rows], c[:, rows]) for h, c in hidden]
-            _, outputs, new = encoder(ids[rows, s:e], sub)
-            hidden = [(h.index_copy(1, rows, nh.detach().to(h.dtype)), c.index_copy(1, rows, nc.detach().to(c.dtype)))
+            sub = hidden if every else [(h[:, rows], c[:, rows]) for h, c in hidden]
+            _, outputs, new = encoder(ids[:, s:e] if every else ids[rows, s:e], sub)
+            hidden = [(nh.detach().to(h.dtype), nc.detach().to(c.dtype)) if every else
+                      (h.index_copy(1, rows, nh.detach().to(h.dtype)), c.index_copy(1, rows, nc.detach().to(c.dtype)))
                       for (h, c), (nh, nc) in zip(hidden, new)]
             if keep:
                 out = outputs[-1]
-                full = out.new_zeros(bs, e - s, out.size(-1)).index_copy(0, rows, out)
-                kept.append(full)
+                kept.append(out if every else out.new_zeros(bs, e - s, out.size(-1)).index_copy(0, rows, out))
                 kept_from = s if kept_from is None else kept_from
     states = torch.cat(kept, 1)
     return states, ~real[:, kept_from:], last - kept_from

@@ -14,8 +14,8 @@ from ..checkpoints import load_checkpoint, save_checkpoint
 from ..errors import UserError
 from ..reporting.metrics import MetricsWriter, write_json
 from ..reporting.progress import make_progress
-from ..runtime import (check_precision, describe_device, resolve_device, seed_everything, set_deterministic,
-                       set_threads)
+from ..runtime import (check_lstm_kernel, check_precision, describe_device, resolve_device, seed_everything,
+                       set_deterministic, set_threads)
 
 log = logging.getLogger("ulmfit")
 
@@ -65,6 +65,8 @@ class Run:
         self.ckpt_dir = self.dir / "checkpoints"
         self.device = self.dist.device if self.dist.enabled else resolve_device(cfg.device)
         self.precision = check_precision(cfg.precision, self.device)
+        if cfg.get("model") is not None:
+            check_lstm_kernel(cfg.model.get("lstm_kernel", "auto"))
         set_threads(cfg.threads)
         seed_everything(cfg.seed)
         set_deterministic(cfg.get("deterministic", False))

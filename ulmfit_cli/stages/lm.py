@@ -8,7 +8,6 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from .. import distributed
@@ -38,9 +37,8 @@ def lm_step(alpha: float, beta: float, device: torch.device, forward=None):
     def step(model: LanguageModel, batch) -> StepOut:
         x = batch.x.to(device, non_blocking=True)
         y = batch.y.to(device, non_blocking=True)
-        logits, raw, dropped = (forward or model)(x)
-        ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
-        loss = ce
+        ce, raw, dropped = (forward or model)(x, y)
+        loss = ce = ce.float()
         if alpha:
             loss = loss + alpha * dropped.float().pow(2).mean()
         if beta and raw.size(1) > 1:
@@ -58,10 +56,8 @@ def lm_eval(stream: LMStream, device: torch.device, reduce=None):
         total, correct, n = 0.0, 0, 0
         for batch in stream.epoch(0):
             x, y = batch.x.to(device), batch.y.to(device)
-            logits = model(x)[0].float()
-            total += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"))
-            correct += int((logits.argmax(-1) == y).sum())
-            n += y.numel()
+            ce_sum, hits = model.score(x, y)
+            total, correct, n = total + ce_sum, correct + hits, n + y.numel()
         model.reset()
         if reduce is not None:
             total, correct, n = reduce([total, correct, n])
@@ -136,7 +132,7 @@ class DDPForward:
         self.model, self.device = model, device
         self.ddp, self.key = None, None
 
-    def __call__(self, x):
+    def __call__(self, *inputs):
         key = tuple(p.requires_grad for p in self.model.parameters())
         if key != self.key:
             from torch.nn.parallel import DistributedDataParallel
@@ -145,7 +141,7 @@ class DDPForward:
             self.ddp = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             self.key = key
-        return self.ddp(x)
+        return self.ddp(*inputs)
 
 
 def reseed_rank(seed: int, rank: int, step: int) -> None:

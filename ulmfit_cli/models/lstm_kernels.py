@@ -1,0 +1,138 @@
+"""Which LSTM kernel runs a layer: torch's fused one, or a bf16 step loop for CPU training.
+
+Measured on a 2-core AVX512-BF16 CPU: bf16 matrix products run ~4x faster than fp32 ones,
+yet oneDNN's fused bf16 LSTM trains only ~1.3x faster than its fp32 one, because its bf16
+backward pass is no faster than fp32. `BF16StepLSTM` keeps every matrix product in bf16 (the
+per-step recurrence, and the input and weight products batched over all steps) and the cell
+state and its gradient in fp32. Forward + backward of the paper-size 3-layer stack at bs 64 x
+bptt 70: fused fp32 1.45-1.51 s, fused bf16 1.10-1.14 s, step loop 0.96-1.0 s. Smaller layers,
+inference and GPU runs keep the fused kernel (cuDNN; oneDNN's bf16 forward alone is fast).
+"""
+from __future__ import annotations
+
+import torch
+
+KERNELS = ("auto", "fused")
+# Measured per layer, bs 8-64 x bptt 70, fwd+bwd, 2-core CPU (issue 6): the step loop beats oneDNN's fused
+# bf16 kernel for 1152 hidden units (0.5-0.9x its time) and loses for 576 or fewer (1.2-1.9x).
+STEP_MIN_HIDDEN = 1024
+
+
+def fused_lstm(x, state, weights, training: bool):
+    out, h, c = torch._VF.lstm(x, state, weights, True, 1, 0.0, training, False, True)
+    # has_biases, num_layers, dropout, train, bidirectional, batch_first
+    return out, (h, c)
+
+
+def wants_step_kernel(x: torch.Tensor, state, weights, kernel: str) -> bool:
+    """auto: the step loop exactly where it was measured faster: bf16 autocast training on CPU,
+    layers of STEP_MIN_HIDDEN units or more."""
+    return (
+        kernel == "auto"
+        and x.device.type == "cpu"
+        and weights[1].size(1) >= STEP_MIN_HIDDEN
+        and torch.is_grad_enabled()
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and any(t.requires_grad for t in (x, *state, *weights))
+    )
+
+
+def lstm_layer(x, state, weights, training: bool, kernel: str = "auto"):
+    """One batch-first LSTM layer; weights = [w_ih, w_hh, b_ih, b_hh]. Returns (out, (h, c))."""
+    if wants_step_kernel(x, state, weights, kernel):
+        out, h, c = BF16StepLSTM.apply(x, state[0], state[1], *weights, torch.bfloat16)
+        return out, (h, c)
+    return fused_lstm(x, state, weights, training)
+
+
+class BF16StepLSTM(torch.autograd.Function):
+    """LSTM layer (PyTorch gate order i, f, g, o) with hand-written backward.
+
+    Matrix products run in `dtype` (bf16 in use; fp32/fp64 in tests, where the result must equal
+    torch's LSTM). Everything the backward needs is derived during the forward step, while the
+    gates are in cache, so the backward loop is one product and a few multiplies per step:
+        D = [i'g, f'c_prev, i(1-g^2), o'tanh(c)]  (x dc, dc, dc, dh gives d pre-activation)
+        A = o(1-tanh(c)^2)  (dc += dh * A),   F = f  (dc_prev = dc * F)
+    with s' = s(1-s) for the sigmoid gates. D, A and F are stored in `dtype` (bf16: half the
+    memory of fp32, as oneDNN's bf16 workspace) and computed with in fp32, as are the cell state
+    and its gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, dtype):
+        with torch.autocast("cpu", enabled=False):
+            return BF16StepLSTM._forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, dtype)
+
+    @staticmethod
+    def _forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, dtype):
+        B, T, n_in = x.shape
+        H = w_hh.size(1)
+        f32 = torch.promote_types(dtype, torch.float32)
+        wih, whh = w_ih.to(dtype), w_hh.to(dtype)
+        xs = x.to(dtype)
+        acts = torch.mm(xs.reshape(B * T, n_in), wih.t()).view(B, T, 4 * H).to(f32)
+        acts += (b_ih + b_hh).to(f32)
+        whh_t = whh.t()
+        # Per step, the backward's factors [D (4H) | A (H) | F (H)] are built in an fp32 scratch row
+        # (in cache) and stored with one cast: mixed-dtype element-wise ops each cost a copy.
+        saved = x.new_empty(B, T, 6 * H, dtype=dtype)
+        scratch = x.new_empty(B, 6 * H, dtype=f32)
+        d, a_fac, f = scratch[:, :4 * H], scratch[:, 4 * H:5 * H], scratch[:, 5 * H:]
+        hs = x.new_empty(B, T + 1, H, dtype=dtype)  # h_{-1} .. h_{T-1}: the inputs of each step
+        hs[:, 0] = h0[0]
+        out = x.new_empty(B, T, H, dtype=f32)
+        c = c0[0].to(f32)
+        for t in range(T):
+            a = acts[:, t]
+            a += torch.mm(hs[:, t], whh_t)
+            i = a[:, :H].sigmoid_()
+            torch.sigmoid(a[:, H:2 * H], out=f)
+            g = a[:, 2 * H:3 * H].tanh_()
+            o = a[:, 3 * H:].sigmoid_()
+            torch.addcmul(a, a, a, value=-1, out=d)  # s(1-s) for the sigmoid gates; f's slice next
+            torch.addcmul(f, f, f, value=-1, out=d[:, H:2 * H])
+            d[:, :H].mul_(g)
+            d[:, H:2 * H].mul_(c)
+            torch.addcmul(i, i * g, g, value=-1, out=d[:, 2 * H:3 * H])
+            c = torch.addcmul(f * c, i, g)
+            tc = torch.tanh(c)
+            h = torch.mul(o, tc, out=out[:, t])
+            d[:, 3 * H:].mul_(tc)
+            torch.addcmul(o, h, tc, value=-1, out=a_fac)
+            saved[:, t] = scratch
+            hs[:, t + 1] = h
+        ctx.x_dtype, ctx.w_dtype, ctx.dtype = x.dtype, w_ih.dtype, dtype
+        # w_ih is saved as given (a parameter: no extra memory) and cast again in the backward,
+        # rather than one bf16 copy per call (BPT3C calls once per chunk)
+        ctx.save_for_backward(xs, w_ih, whh, saved, hs)
+        return out.to(x.dtype), out[:, -1].unsqueeze(0).to(x.dtype), c.unsqueeze(0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, dout, dh_last, dc_last):
+        xs, w_ih, whh, saved, hs = ctx.saved_tensors
+        B, T, H = hs.size(0), hs.size(1) - 1, hs.size(2)
+        f32 = torch.promote_types(ctx.dtype, torch.float32)
+        need_x, need_h0, need_c0, need_wih, need_whh, need_bih, need_bhh, _ = ctx.needs_input_grad
+        scratch = saved.new_empty(B, 6 * H, dtype=f32)
+        d, a_fac, f = scratch[:, :4 * H], scratch[:, 4 * H:5 * H], scratch[:, 5 * H:]
+        dG = saved.new_empty(B, T, 4 * H)  # D scaled by dc / dh: d loss / d gate pre-activations
+        dh_next = dh_last[0].to(f32) if dh_last is not None else saved.new_zeros(B, H, dtype=f32)
+        dc_next = dc_last[0].to(f32) if dc_last is not None else saved.new_zeros(B, H, dtype=f32)
+        for t in range(T - 1, -1, -1):
+            scratch.copy_(saved[:, t])
+            dh = dh_next if dout is None else dout[:, t] + dh_next
+            dc = torch.addcmul(dc_next, dh, a_fac)
+            d[:, :3 * H].view(B, 3, H).mul_(dc.unsqueeze(1))
+            d[:, 3 * H:].mul_(dh)
+            dG[:, t] = d
+            dh_next = torch.mm(dG[:, t], whh)
+            dc_next = dc * f
+        dG = dG.view(B * T, 4 * H)
+        dgt = dG.t()
+        d_wih = torch.mm(dgt, xs.reshape(B * T, -1)).to(ctx.w_dtype) if need_wih else None
+        d_whh = torch.mm(dgt, hs[:, :T].reshape(B * T, H)).to(ctx.w_dtype) if need_whh else None
+        db = dG.sum(0, dtype=f32).to(ctx.w_dtype) if (need_bih or need_bhh) else None
+        dx = torch.mm(dG, w_ih.to(ctx.dtype)).view(B, T, -1).to(ctx.x_dtype) if need_x else None
+        return (dx, dh_next.to(ctx.x_dtype).unsqueeze(0) if need_h0 else None,
+                dc_next.to(ctx.x_dtype).unsqueeze(0) if need_c0 else None, d_wih, d_whh, db, db, None)
