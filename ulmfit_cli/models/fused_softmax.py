@@ -78,12 +78,13 @@ class LinearCrossEntropy(torch.autograd.Function):
             total = h.new_zeros((), dtype=acc)
             for s, e, tgt, picked, top, e_x, norm in _decoded_chunks(hc, wc, bc, target, chunk_rows, acc):
                 total += (top + norm.log() - picked).sum()
-                if need_grad:  # d mean-CE / d logits = (softmax - onehot) / n
-                    probs = e_x.mul_(norm.reciprocal_().mul_(1.0 / n))
-                    probs.scatter_add_(1, tgt, probs.new_full(tgt.shape, -1.0 / n))
+                if need_grad:  # d mean-CE / d logits = (softmax - onehot) / n; the 1/n is applied in
+                    # the backward, after the products: p/n would underflow in fp16 for large vocabularies
+                    probs = e_x.mul_(norm.reciprocal_())
+                    probs.scatter_add_(1, tgt, probs.new_full(tgt.shape, -1.0))
                     grad_logits[s:e] = probs
             ctx.save_for_backward(hc, wc, grad_logits)
-            ctx.has_bias = bias is not None
+            ctx.has_bias, ctx.n = bias is not None, n
             ctx.dtypes = (h.dtype, weight.dtype)
             return (total / n).to(h.dtype)
 
@@ -93,7 +94,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         h_dtype, w_dtype = ctx.dtypes
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         acc = torch.promote_types(g.dtype, torch.float32)
-        scale = grad_out.to(acc)
+        scale = grad_out.to(acc) / ctx.n
         d_h = (g @ wc).to(h_dtype).mul_(scale) if need_h else None
         d_w = (g.t() @ hc).to(w_dtype).mul_(scale) if need_w else None
         d_b = g.sum(0, dtype=acc).mul_(scale).to(w_dtype) if (need_b and ctx.has_bias) else None
