@@ -87,7 +87,9 @@ def test_layers_smaller_than_the_threshold_keep_the_fused_kernel(monkeypatch):
     x, h0, c0, *w = make_inputs(torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, _ = lstm_layer(x, (h0.detach(), c0.detach()), w, True, "auto")
+        forced, _ = lstm_layer(x, (h0.detach(), c0.detach()), w, True, "step")
     assert "BF16Step" not in backward_name(out)
+    assert "BF16Step" in backward_name(forced)  # model.lstm_kernel=step: whatever the size
 
 
 def test_frozen_layer_below_nothing_trainable_keeps_the_fused_kernel():
@@ -123,3 +125,13 @@ def test_unknown_kernel_name_is_a_clean_error(tmp_path):
     proc = ulmfit("train-clf", *FAST, "lm=null", "model.lstm_kernel=fast", cwd=tmp_path, check=False)
     assert_clean_error(proc, "model.lstm_kernel=fast", "auto")
     assert not list(tmp_path.glob("outputs/**/checkpoints"))
+
+
+def test_the_choice_is_made_per_model_so_a_big_models_small_last_layer_follows_it(monkeypatch):
+    monkeypatch.setattr(lstm_kernels, "STEP_MIN_HIDDEN", 20)
+    model = build_lm(ModelConfig(emb_size=8, hidden_size=24, n_layers=3), 30, 1).train()
+    ids = torch.randint(2, 30, (2, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        raw, _, _ = model.encoder(ids)
+    assert [r.size(-1) for r in raw] == [24, 24, 8]
+    assert all("BF16Step" in backward_name(r) for r in raw), [backward_name(r) for r in raw]

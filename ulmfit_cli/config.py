@@ -29,8 +29,9 @@ class ModelConfig:
     # Embedding init: uniform(-emb_init, emb_init); 0.1 as the reference. Small embeddings (emb 64)
     # learn word distinctions far slower from 0.1: the tiny model uses 1.0.
     emb_init: float = 0.1
-    # LSTM kernel: auto = torch's fused kernel (cuDNN/oneDNN), except bf16 training on CPU, which
-    # runs a bf16 step loop measured ~1.5x faster (models/lstm_kernels.py); fused = always fused.
+    # LSTM kernel: auto = torch's fused kernel (cuDNN/oneDNN), except bf16 training on CPU of models
+    # with 1,024+ hidden units, which runs a bf16 step loop measured faster (models/lstm_kernels.py);
+    # fused = always fused; step = the step loop for bf16 CPU training at any size.
     lstm_kernel: str = "auto"
     # Classifier head
     clf_hidden: int = 50

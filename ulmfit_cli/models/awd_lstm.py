@@ -52,9 +52,10 @@ class WeightDropLSTM(nn.Module):
     call nn.LSTM makes, so cuDNN stays on GPU; see lstm_kernels for bf16 training on CPU).
     """
 
-    def __init__(self, n_in: int, n_out: int, weight_p: float, kernel: str = "auto"):
+    def __init__(self, n_in: int, n_out: int, weight_p: float, kernel: str = "auto", model_hidden: int | None = None):
         super().__init__()
-        self.n_in, self.n_out, self.weight_p, self.kernel = n_in, n_out, weight_p, kernel
+        self.n_in, self.n_out, self.weight_p = n_in, n_out, weight_p
+        self.kernel, self.model_hidden = kernel, model_hidden
         k = 1.0 / n_out**0.5
         self.weight_ih_l0 = nn.Parameter(torch.empty(4 * n_out, n_in).uniform_(-k, k))
         self.weight_hh_l0_raw = nn.Parameter(torch.empty(4 * n_out, n_out).uniform_(-k, k))
@@ -69,7 +70,7 @@ class WeightDropLSTM(nn.Module):
             keep = torch.rand(w_hh.shape, dtype=w_hh.dtype, device=w_hh.device) >= self.weight_p
             w_hh = torch.where(keep, w_hh, 0.0) * (1.0 / (1.0 - self.weight_p))
         weights = [self.weight_ih_l0, w_hh, self.bias_ih_l0, self.bias_hh_l0]
-        return lstm_layer(x, state, weights, self.training, self.kernel)
+        return lstm_layer(x, state, weights, self.training, self.kernel, self.model_hidden)
 
 
 class AWDLSTM(nn.Module):
@@ -102,7 +103,7 @@ class AWDLSTM(nn.Module):
         self.embed_p = embed_p
         sizes = [emb_size] + [hidden_size] * (n_layers - 1) + [emb_size]
         self.rnns = nn.ModuleList(
-            WeightDropLSTM(sizes[i], sizes[i + 1], weight_p, lstm_kernel) for i in range(n_layers)
+            WeightDropLSTM(sizes[i], sizes[i + 1], weight_p, lstm_kernel, hidden_size) for i in range(n_layers)
         )
         self.input_dp = LockedDropout(input_p)
         self.hidden_dps = nn.ModuleList(LockedDropout(hidden_p) for _ in range(n_layers))

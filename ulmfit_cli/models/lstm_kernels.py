@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-KERNELS = ("auto", "fused")
+KERNELS = ("auto", "fused", "step")  # step: the loop for bf16 CPU training whatever the size (tests, parity)
 # Measured per layer, bs 8-64 x bptt 70, fwd+bwd, 2-core CPU (issue 6): the step loop beats oneDNN's fused
 # bf16 kernel for 1152 hidden units (0.5-0.9x its time) and loses for 576 or fewer (1.2-1.9x).
 STEP_MIN_HIDDEN = 1024
@@ -24,13 +24,14 @@ def fused_lstm(x, state, weights, training: bool):
     return out, (h, c)
 
 
-def wants_step_kernel(x: torch.Tensor, state, weights, kernel: str) -> bool:
-    """auto: the step loop exactly where it was measured faster: bf16 autocast training on CPU,
-    layers of STEP_MIN_HIDDEN units or more."""
+def wants_step_kernel(x: torch.Tensor, state, weights, kernel: str, model_hidden: int | None = None) -> bool:
+    """auto: the step loop where it was measured faster: bf16 autocast training on CPU, in models
+    whose hidden layers have STEP_MIN_HIDDEN units or more (all their layers: the paper's last,
+    400-unit layer is faster in the loop too at bs 64, and the choice is then one per model)."""
+    big_enough = (model_hidden or weights[1].size(1)) >= STEP_MIN_HIDDEN
     return (
-        kernel == "auto"
+        (kernel == "step" or (kernel == "auto" and big_enough))
         and x.device.type == "cpu"
-        and weights[1].size(1) >= STEP_MIN_HIDDEN
         and torch.is_grad_enabled()
         and torch.is_autocast_enabled("cpu")
         and torch.get_autocast_dtype("cpu") == torch.bfloat16
@@ -38,9 +39,9 @@ def wants_step_kernel(x: torch.Tensor, state, weights, kernel: str) -> bool:
     )
 
 
-def lstm_layer(x, state, weights, training: bool, kernel: str = "auto"):
+def lstm_layer(x, state, weights, training: bool, kernel: str = "auto", model_hidden: int | None = None):
     """One batch-first LSTM layer; weights = [w_ih, w_hh, b_ih, b_hh]. Returns (out, (h, c))."""
-    if wants_step_kernel(x, state, weights, kernel):
+    if wants_step_kernel(x, state, weights, kernel, model_hidden):
         out, h, c = BF16StepLSTM.apply(x, state[0], state[1], *weights, torch.bfloat16)
         return out, (h, c)
     return fused_lstm(x, state, weights, training)
