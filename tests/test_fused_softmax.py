@@ -81,3 +81,14 @@ def test_score_gives_the_summed_cross_entropy_and_top1_hits_of_the_logits():
     flat = logits.reshape(-1, logits.size(-1))
     assert total == pytest.approx(float(F.cross_entropy(flat, y.reshape(-1), reduction="sum")), rel=1e-12)
     assert hits == int((flat.argmax(-1) == y.reshape(-1)).sum())
+
+
+def test_loss_from_bf16_states_is_reported_in_fp32_not_rounded_to_bf16():
+    h, w, b, y = problem(torch.float32, n=64, e=16, v=300)
+    hb = h.detach().bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = linear_cross_entropy(hb, w, b, y, 16)
+    assert fused.dtype == torch.float32
+    logits = F.linear(hb.detach().float(), w.detach().bfloat16().float(), b.detach().bfloat16().float())
+    assert abs(fused.item() - F.cross_entropy(logits, y).item()) < 1e-2  # bf16 products, fp32 sum
+    assert fused.item() != fused.bfloat16().item()  # not rounded to bf16's 3 significant digits

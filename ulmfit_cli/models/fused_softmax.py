@@ -30,7 +30,7 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          target: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
-    """mean over rows of cross_entropy(h @ weight.T + bias, target); h (N, E), target (N,)."""
+    """mean over rows of cross_entropy(h @ weight.T + bias, target), in fp32 or wider; h (N, E), target (N,)."""
     return LinearCrossEntropy.apply(h, weight, bias, target, chunk_rows or chunk_rows_for(h.device),
                                     compute_dtype(h))
 
@@ -86,7 +86,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             ctx.save_for_backward(hc, wc, grad_logits)
             ctx.has_bias, ctx.n = bias is not None, n
             ctx.dtypes = (h.dtype, weight.dtype)
-            return (total / n).to(h.dtype)
+            return total / n  # fp32 (fp64 in tests) whatever the states' dtype, as F.cross_entropy on .float() logits
 
     @staticmethod
     def backward(ctx, grad_out):

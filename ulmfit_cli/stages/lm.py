@@ -38,7 +38,7 @@ def lm_step(alpha: float, beta: float, device: torch.device, forward=None):
         x = batch.x.to(device, non_blocking=True)
         y = batch.y.to(device, non_blocking=True)
         ce, raw, dropped = (forward or model)(x, y)
-        loss = ce = ce.float()
+        loss = ce
         if alpha:
             loss = loss + alpha * dropped.float().pow(2).mean()
         if beta and raw.size(1) > 1:
