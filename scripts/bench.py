@@ -701,29 +701,27 @@ def add_ratios(rows: list[dict]) -> None:
     by_key = {}
     for r in rows:
         by_key[(r["bench"], r["size"], r.get("doc_len"), r["system"], r.get("precision"))] = r
+
+    def set_ratios(r: dict, system: str, precision: str, name: str, memory: bool = True) -> None:
+        o = by_key.get((r["bench"], r["size"], r.get("doc_len"), system, precision))
+        if not (o and o.get("throughput")):
+            return
+        r[f"ratio_vs_{name}"] = r["throughput"] / o["throughput"]
+        r[f"ratio_best_vs_{name}"] = r["throughput_best"] / o["throughput_best"]
+        if memory and r.get("peak_mem_mb") and o.get("peak_mem_mb"):
+            r[f"mem_ratio_vs_{name}"] = r["peak_mem_mb"] / o["peak_mem_mb"]
+
     for r in rows:
         if not r.get("throughput"):
             continue
         if r.get("precision") == "bf16":
-            o = by_key.get((r["bench"], r["size"], r.get("doc_len"), r["system"], "fp32"))
-            if o and o.get("throughput"):
-                r["ratio_vs_fp32"] = r["throughput"] / o["throughput"]
-                r["ratio_best_vs_fp32"] = r["throughput_best"] / o["throughput_best"]
+            set_ratios(r, r["system"], "fp32", "fp32", memory=False)
         if r["system"] != "ulmfit":
             continue
         for other in ("fastai", "bare"):
-            o = by_key.get((r["bench"], r["size"], r.get("doc_len"), other, r.get("precision")))
-            if o and o.get("throughput"):
-                r[f"ratio_vs_{other}"] = r["throughput"] / o["throughput"]
-                r[f"ratio_best_vs_{other}"] = r["throughput_best"] / o["throughput_best"]
-                if r.get("peak_mem_mb") and o.get("peak_mem_mb"):
-                    r[f"mem_ratio_vs_{other}"] = r["peak_mem_mb"] / o["peak_mem_mb"]
-        o = by_key.get((r["bench"], r["size"], r.get("doc_len"), "fastai", "fp32"))
-        if r.get("precision") == "bf16" and o and o.get("throughput"):
-            r["ratio_vs_fastai_fp32"] = r["throughput"] / o["throughput"]
-            r["ratio_best_vs_fastai_fp32"] = r["throughput_best"] / o["throughput_best"]
-            if r.get("peak_mem_mb") and o.get("peak_mem_mb"):
-                r["mem_ratio_vs_fastai_fp32"] = r["peak_mem_mb"] / o["peak_mem_mb"]
+            set_ratios(r, other, r.get("precision"), other)
+        if r.get("precision") == "bf16":
+            set_ratios(r, "fastai", "fp32", "fastai_fp32")
 
 
 def fmt(x, nd=1):
