@@ -128,3 +128,31 @@ def test_classifier_batches_cover_every_document_once_and_sort_for_eval():
     ev = ClassifierBatches(docs, None, bs=3, pad_id=1, bptt=4, shuffle=False)
     first = next(iter(ev.epoch()))
     assert first.idx.tolist() == [1, 3, 6]
+
+
+def test_bpt3c_draws_the_weight_masks_once_per_document_batch(monkeypatch):
+    """AWD-LSTM keeps one DropConnect mask for a whole forward+backward pass; under BPT3C the pass
+    over a document batch is many encoder calls (8 chunks here), which must share it."""
+    import ulmfit_cli.models.awd_lstm as awd
+
+    torch.manual_seed(0)
+    enc = build_classifier(TINY, 60, 1, 2, bptt=5, max_len=20).encoder.train()
+    drawn = []
+    real_keep_mask = awd.keep_mask
+    monkeypatch.setattr(awd, "keep_mask", lambda x, shape, p: drawn.append(tuple(shape)) or real_keep_mask(x, shape, p))
+    weight_shapes = {tuple(r.weight_hh_l0_raw.shape) for r in enc.rnns} | {(60, 1)}
+    ids = torch.randint(9, 60, (3, 40))
+    states, _, _ = bpt3c_encode(enc, ids, 5, 20, 1)
+    weight_draws = [s for s in drawn if s in weight_shapes]
+    assert len(weight_draws) == len(enc.rnns) + 1  # not 8 x that
+    assert all(r.pinned_hh is None for r in enc.rnns) and enc.pinned_emb is None
+    # the first 4 chunks ran under no_grad, yet the shared dropped weights still carry the
+    # gradient of the last 4 back to the raw ones
+    states.sum().backward()
+    assert all(r.weight_hh_l0_raw.grad.abs().sum() > 0 for r in enc.rnns)
+    assert enc.encoder.weight.grad.abs().sum() > 0
+    # an LM batch (one encoder call) draws its own masks each call, as before
+    drawn.clear()
+    enc(ids[:, :5])
+    enc(ids[:, :5])
+    assert len([s for s in drawn if s in weight_shapes]) == 2 * (len(enc.rnns) + 1)

@@ -9,6 +9,8 @@ The dropped `weight_hh_l0` is never stored: it is recomputed from the raw weight
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -41,12 +43,15 @@ class LockedDropout(nn.Module):
         return x * dropout_mask(x, (x.size(0), 1, x.size(2)), self.p)
 
 
-def embedding_dropout(emb: nn.Embedding, ids: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Drops whole rows of the embedding matrix, i.e. every occurrence of a word in the batch."""
-    weight = emb.weight
+def dropped_embedding(weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """The embedding matrix with whole rows (words) zeroed: every occurrence of a word is dropped."""
     if training and p > 0:
         weight = weight * dropout_mask(weight, (weight.size(0), 1), p)
-    return F.embedding(ids, weight, emb.padding_idx)
+    return weight
+
+
+def embedding_dropout(emb: nn.Embedding, ids: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    return F.embedding(ids, dropped_embedding(emb.weight, p, training), emb.padding_idx)
 
 
 class WeightDropLSTM(nn.Module):
@@ -65,14 +70,18 @@ class WeightDropLSTM(nn.Module):
         self.weight_hh_l0_raw = nn.Parameter(torch.empty(4 * n_out, n_out).uniform_(-k, k))
         self.bias_ih_l0 = nn.Parameter(torch.empty(4 * n_out).uniform_(-k, k))
         self.bias_hh_l0 = nn.Parameter(torch.empty(4 * n_out).uniform_(-k, k))
+        self.pinned_hh: torch.Tensor | None = None  # set by AWDLSTM.one_mask_per_pass
 
-    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+    def dropped_hh(self) -> torch.Tensor:
         w_hh = self.weight_hh_l0_raw
         if self.training and self.weight_p > 0:
-            # A bool mask is what autograd keeps for the backward (1 byte per weight, not 4):
-            # BPT3C keeps one per chunk, hundreds of MB for a 1,000-token batch.
+            # A bool mask is what autograd keeps for the backward (1 byte per weight, not 4).
             keep = keep_mask(w_hh, w_hh.shape, self.weight_p)
             w_hh = torch.where(keep, w_hh, 0.0) * (1.0 / (1.0 - self.weight_p))
+        return w_hh
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        w_hh = self.pinned_hh if self.pinned_hh is not None else self.dropped_hh()
         weights = [self.weight_ih_l0, w_hh, self.bias_ih_l0, self.bias_hh_l0]
         return lstm_layer(x, state, weights, self.training, self.kernel, self.model_hidden)
 
@@ -111,6 +120,30 @@ class AWDLSTM(nn.Module):
         )
         self.input_dp = LockedDropout(input_p)
         self.hidden_dps = nn.ModuleList(LockedDropout(hidden_p) for _ in range(n_layers))
+        self.pinned_emb: torch.Tensor | None = None
+
+    @contextlib.contextmanager
+    def one_mask_per_pass(self):
+        """Calls inside share one DropConnect mask per layer and one embedding-dropout mask.
+
+        AWD-LSTM drops weights once per forward and backward pass ("the same individual dropped
+        weights remain dropped for the entirety of the forward and backward pass"); BPT3C makes one
+        pass over a document batch out of several encoder calls, one per chunk. Drawing the masks
+        once for the batch is that rule (fastai redraws them per chunk), and saves the per-chunk
+        draw, which for the paper-size model is ~0.1 s of a 2-core CPU per chunk. The masked
+        weights are built here, where gradients are on, so that chunks run under no_grad (those
+        before max_len) share them without cutting the later chunks' path to the raw weights.
+        """
+        if self.training:
+            self.pinned_emb = dropped_embedding(self.encoder.weight, self.embed_p, True)
+            for rnn in self.rnns:
+                rnn.pinned_hh = rnn.dropped_hh()
+        try:
+            yield
+        finally:
+            self.pinned_emb = None
+            for rnn in self.rnns:
+                rnn.pinned_hh = None
 
     def layer_groups(self) -> list[list[nn.Module]]:
         """Embedding, then each LSTM layer: the units of discriminative LRs and unfreezing."""
@@ -123,7 +156,11 @@ class AWDLSTM(nn.Module):
         ]
 
     def forward(self, ids: torch.Tensor, hidden=None):
-        emb = self.input_dp(embedding_dropout(self.encoder, ids, self.embed_p, self.training))
+        if self.pinned_emb is not None:
+            emb = F.embedding(ids, self.pinned_emb, self.encoder.padding_idx)
+        else:
+            emb = embedding_dropout(self.encoder, ids, self.embed_p, self.training)
+        emb = self.input_dp(emb)
         if hidden is None:
             hidden = self.init_hidden(ids.size(0), emb)
         raw_outputs, outputs, new_hidden = [], [], []

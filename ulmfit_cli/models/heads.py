@@ -88,21 +88,22 @@ def bpt3c_encode(encoder: AWDLSTM, ids: torch.Tensor, bptt: int, max_len: int, p
     hidden = [(ids.new_zeros(1, bs, r.n_out, dtype=torch.float), ids.new_zeros(1, bs, r.n_out, dtype=torch.float))
               for r in encoder.rnns]
     kept, kept_from = [], None
-    for s in range(0, seq_len, bptt):
-        e = min(s + bptt, seq_len)
-        rows = (first < e).nonzero().squeeze(1)
-        every = rows.numel() == bs  # no row still before its first chunk: no gather, no scatter
-        keep = e > seq_len - max_len
-        with torch.set_grad_enabled(keep and torch.is_grad_enabled()):
-            sub = hidden if every else [(h[:, rows], c[:, rows]) for h, c in hidden]
-            _, outputs, new = encoder(ids[:, s:e] if every else ids[rows, s:e], sub)
-            hidden = [(nh.detach().to(h.dtype), nc.detach().to(c.dtype)) if every else
-                      (h.index_copy(1, rows, nh.detach().to(h.dtype)), c.index_copy(1, rows, nc.detach().to(c.dtype)))
-                      for (h, c), (nh, nc) in zip(hidden, new)]
-            if keep:
-                out = outputs[-1]
-                kept.append(out if every else out.new_zeros(bs, e - s, out.size(-1)).index_copy(0, rows, out))
-                kept_from = s if kept_from is None else kept_from
+    with encoder.one_mask_per_pass():
+        for s in range(0, seq_len, bptt):
+            e = min(s + bptt, seq_len)
+            rows = (first < e).nonzero().squeeze(1)
+            every = rows.numel() == bs  # no row still before its first chunk: no gather, no scatter
+            keep = e > seq_len - max_len
+            with torch.set_grad_enabled(keep and torch.is_grad_enabled()):
+                sub = hidden if every else [(h[:, rows], c[:, rows]) for h, c in hidden]
+                _, outputs, new = encoder(ids[:, s:e] if every else ids[rows, s:e], sub)
+                hidden = [(nh.detach().to(h.dtype), nc.detach().to(c.dtype)) if every else
+                          (h.index_copy(1, rows, nh.detach().to(h.dtype)), c.index_copy(1, rows, nc.detach().to(c.dtype)))
+                          for (h, c), (nh, nc) in zip(hidden, new)]
+                if keep:
+                    out = outputs[-1]
+                    kept.append(out if every else out.new_zeros(bs, e - s, out.size(-1)).index_copy(0, rows, out))
+                    kept_from = s if kept_from is None else kept_from
     states = torch.cat(kept, 1)
     return states, ~real[:, kept_from:], last - kept_from
 

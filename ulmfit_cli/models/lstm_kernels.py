@@ -120,6 +120,10 @@ class BF16StepLSTM(torch.autograd.Function):
         dG = saved.new_empty(B, T, 4 * H)  # D scaled by dc / dh: d loss / d gate pre-activations
         dh_next = dh_last[0].to(f32) if dh_last is not None else saved.new_zeros(B, H, dtype=f32)
         dc_next = dc_last[0].to(f32) if dc_last is not None else saved.new_zeros(B, H, dtype=f32)
+        # the bias gradient summed in fp32 as the rows are made: summing the stored bf16 dG at
+        # the end converts all of it to fp32 first (a B*T x 4H copy, ~2% of a classifier step)
+        need_b = need_bih or need_bhh
+        d_rows = saved.new_zeros(B, 4 * H, dtype=f32) if need_b else None
         for t in range(T - 1, -1, -1):
             scratch.copy_(saved[:, t])
             dh = dh_next if dout is None else dout[:, t] + dh_next
@@ -127,13 +131,15 @@ class BF16StepLSTM(torch.autograd.Function):
             d[:, :3 * H].view(B, 3, H).mul_(dc.unsqueeze(1))
             d[:, 3 * H:].mul_(dh)
             dG[:, t] = d
+            if need_b:
+                d_rows += d
             dh_next = torch.mm(dG[:, t], whh)
             dc_next = dc * f
         dG = dG.view(B * T, 4 * H)
         dgt = dG.t()
         d_wih = torch.mm(dgt, xs.reshape(B * T, -1)).to(ctx.w_dtype) if need_wih else None
         d_whh = torch.mm(dgt, hs[:, :T].reshape(B * T, H)).to(ctx.w_dtype) if need_whh else None
-        db = dG.sum(0, dtype=f32).to(ctx.w_dtype) if (need_bih or need_bhh) else None
+        db = d_rows.sum(0).to(ctx.w_dtype) if need_b else None
         dx = torch.mm(dG, w_ih.to(ctx.dtype)).view(B, T, -1).to(ctx.x_dtype) if need_x else None
         return (dx, dh_next.to(ctx.x_dtype).unsqueeze(0) if need_h0 else None,
                 dc_next.to(ctx.x_dtype).unsqueeze(0) if need_c0 else None, d_wih, d_whh, db, db, None)
