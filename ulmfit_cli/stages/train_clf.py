@@ -86,9 +86,17 @@ def run(cfg) -> dict:
             return sharded_predict_proba(m, docs[split], ctx, bs=eval_bs, pad_id=numericalizer.pad_id, reverse=reverse,
                                          device=run.device, precision=run.precision, multi_label=multi)
 
+        seen = {}  # split -> (global step, probabilities) of the latest evaluation
+
         def evaluate(m, split="valid"):
             p = proba(m, split)
+            seen[split] = (trainer.state.global_step, p)
             return scores(p, ys[split], multi, tune_threshold(p, ys[split]) if multi else 0.5)
+
+        def final_proba(split):
+            # the last epoch's evaluation already scored these weights unless a step came after it
+            step, p = seen.get(split, (None, None))
+            return p if step == trainer.state.global_step else proba(model, split)
 
         forward = DDPForward(model, run.device) if ctx.enabled else None
         trainer = Trainer(model, opt, lrs, make_schedule(cfg.schedule), clf_step(run.device, multi, forward), evaluate,
@@ -100,7 +108,7 @@ def run(cfg) -> dict:
         with stop_on_signal(trainer):
             trainer.fit(train, unfreeze_plan(cfg.unfreeze, len(groups), t.epochs))
         for split in ("valid", "test"):
-            probs[split].append(proba(model, split))
+            probs[split].append(final_proba(split))
         res, threshold = split_scores(probs["valid"][-1], probs["test"][-1], ys, multi)
         run.metrics({"direction": direction, "epoch": trainer.state.epoch, "step": trainer.state.global_step,
                      "split": "test", "loss": res["test_loss"], "accuracy": res["test_accuracy"],
