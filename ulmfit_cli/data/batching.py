@@ -37,9 +37,8 @@ class LMStream:
                  rank: int = 0, world_size: int = 1):
         from ..errors import UserError
 
-        if bs % world_size:
-            raise UserError(f"Batch size {bs} is not divisible by the {world_size} processes.",
-                            f"Use a multiple of {world_size} for train.bs and train.eval_bs.")
+        if bs % world_size:  # the user-facing check is distributed.check_supported, before any data is read
+            raise ValueError(f"LMStream: bs={bs} must be a multiple of world_size={world_size}")
         self.rows = slice(rank * bs // world_size, (rank + 1) * bs // world_size)
         self.docs, self.bs, self.bptt = docs, bs, bptt
         self.seed, self.shuffle, self.variable, self.reverse = seed, shuffle, variable, reverse
