@@ -21,8 +21,9 @@ CUDA = torch.cuda.max_memory_allocated). The systems compared are stepped in loc
 step each in turn (order alternating every round), so load from other processes hits them alike
 and the ratios stay fair even when absolute numbers are noisy.
 
-fastai runs in its own interpreter (default .venv-fastai/bin/python; make it with
-`bash scripts/fastai_env.sh`); when it is absent fastai is reported as 'not installed'.
+fastai runs in its own interpreter (default .venv-fastai/bin/python): when that is missing the bench
+creates it first with `bash scripts/fastai_env.sh` (fastai 2.8.12 beside the same torch); with
+--no-fastai, or if that fails, fastai's rows say why they were skipped.
 
     python scripts/bench.py --quick                      # smoke test, < 1 minute
     python scripts/bench.py --sizes small,paper30k --steps 10 --warmup 3
@@ -673,6 +674,16 @@ def git_commit() -> str:
         return "unknown"
 
 
+def make_fastai_env(python: Path, console) -> tuple[bool, str]:
+    """Creates the separate fastai venv (scripts/fastai_env.sh, ~1 min from the package registry)
+    the first time the bench needs it, then probes it again."""
+    console.print(f"fastai: creating {python.parent.parent} with scripts/fastai_env.sh (once; --no-fastai skips) ...")
+    p = subprocess.run(["bash", str(REPO / "scripts" / "fastai_env.sh")], cwd=REPO, capture_output=True, text=True)
+    if p.returncode != 0:
+        return False, f"not installed (scripts/fastai_env.sh failed: {(p.stderr or p.stdout).strip()[-300:]})"
+    return fastai_probe(python)
+
+
 def fastai_probe(python: Path) -> tuple[bool, str]:
     if not python.exists():
         return False, f"not installed ({python} missing; create it with `bash scripts/fastai_env.sh`)"
@@ -811,7 +822,7 @@ def parse_args(argv=None):
     p.add_argument("--precision", default="fp32",
                    help="fp32, bf16 (autocast), or fp32,bf16: both, stepped in lock-step in the same groups")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few steps: a smoke test (< 1 minute)")
-    p.add_argument("--no-fastai", action="store_true", help="skip fastai even if its venv exists")
+    p.add_argument("--no-fastai", action="store_true", help="skip fastai (and do not create its venv)")
     p.add_argument("--fastai-python", default=str(DEFAULT_FASTAI_PY), help="interpreter of the fastai venv")
     p.add_argument("--profile", action="store_true",
                    help="after timing, profile one LM step of every system (torch.profiler; top ops into the "
@@ -861,6 +872,8 @@ def main(argv=None) -> int:
         have_fastai, fastai_note = False, "skipped (--no-fastai)"
     else:
         have_fastai, fastai_note = fastai_probe(fastai_py)
+        if not have_fastai and not fastai_py.exists() and fastai_py == DEFAULT_FASTAI_PY:
+            have_fastai, fastai_note = make_fastai_env(fastai_py, console)
         if not have_fastai:
             console.print(f"[yellow]fastai: {fastai_note}[/]\n  To compare against fastai: "
                           f"bash scripts/fastai_env.sh   (creates {DEFAULT_FASTAI_PY.parent.parent})")
