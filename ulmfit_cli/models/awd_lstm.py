@@ -50,10 +50,6 @@ def dropped_embedding(weight: torch.Tensor, p: float, training: bool) -> torch.T
     return weight
 
 
-def embedding_dropout(emb: nn.Embedding, ids: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    return F.embedding(ids, dropped_embedding(emb.weight, p, training), emb.padding_idx)
-
-
 class WeightDropLSTM(nn.Module):
     """One LSTM layer with DropConnect on its hidden-to-hidden matrix.
 
@@ -156,11 +152,9 @@ class AWDLSTM(nn.Module):
         ]
 
     def forward(self, ids: torch.Tensor, hidden=None):
-        if self.pinned_emb is not None:
-            emb = F.embedding(ids, self.pinned_emb, self.encoder.padding_idx)
-        else:
-            emb = embedding_dropout(self.encoder, ids, self.embed_p, self.training)
-        emb = self.input_dp(emb)
+        weight = self.pinned_emb if self.pinned_emb is not None else \
+            dropped_embedding(self.encoder.weight, self.embed_p, self.training)
+        emb = self.input_dp(F.embedding(ids, weight, self.encoder.padding_idx))
         if hidden is None:
             hidden = self.init_hidden(ids.size(0), emb)
         raw_outputs, outputs, new_hidden = [], [], []

@@ -2,11 +2,12 @@
 
 Measured on 2-core AVX512-BF16 CPUs: bf16 matrix products run 2.2x (one AMD EPYC host) to ~4x
 (another) faster than fp32 ones, yet oneDNN's fused bf16 LSTM trains only ~1.3x faster than its
-fp32 one, because its bf16 backward pass is no faster than fp32. `BF16StepLSTM` keeps every matrix product in bf16 (the
-per-step recurrence, and the input and weight products batched over all steps) and the cell
-state and its gradient in fp32. Forward + backward of the paper-size 3-layer stack at bs 64 x
-bptt 70: fused fp32 1.45-1.51 s, fused bf16 1.10-1.14 s, step loop 0.96-1.0 s. Smaller layers,
-inference and GPU runs keep the fused kernel (cuDNN; oneDNN's bf16 forward alone is fast).
+fp32 one, because its bf16 backward pass is no faster than fp32. `BF16StepLSTM` keeps every
+matrix product in bf16 (the per-step recurrence, and the input and weight products batched over
+all steps) and the cell state and its gradient in fp32. Forward + backward of the paper-size
+3-layer stack at bs 64 x bptt 70: fused fp32 1.45-1.51 s, fused bf16 1.10-1.14 s, step loop
+0.96-1.0 s. Smaller layers, inference and GPU runs keep the fused kernel (cuDNN; oneDNN's bf16
+forward alone is fast).
 """
 from __future__ import annotations
 
