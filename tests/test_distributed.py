@@ -185,19 +185,19 @@ def test_classifier_batches_shard_the_global_batch_and_weight_the_loss():
     from ulmfit_cli.data.batching import ClassifierBatches
 
     rng = np.random.default_rng(0)
-    docs = [rng.integers(5, 50, size=int(n)) for n in rng.integers(3, 40, size=43)]
-    labels = rng.integers(0, 3, size=43)
+    docs = [rng.integers(5, 50, size=int(n)) for n in rng.integers(3, 40, size=46)]
+    labels = rng.integers(0, 3, size=46)
     one = list(ClassifierBatches(docs, labels, 8, 1, 10, seed=3).epoch(1))
     ranks = [list(ClassifierBatches(docs, labels, 8, 1, 10, seed=3, rank=r, world_size=3).epoch(1)) for r in range(3)]
     assert len(ClassifierBatches(docs, labels, 8, 1, 10, rank=0, world_size=3)) == len(one) == 6
-    per_row = rng.random(43)  # any per-document loss
+    per_row = rng.random(46)  # any per-document loss
     for step, ref in enumerate(one):
         parts = [r[step] for r in ranks]
         assert np.array_equal(np.concatenate([b.idx for b in parts]), ref.idx)
         assert sum(b.share for b in parts) == pytest.approx(3.0)
         ddp_mean = np.mean([b.share * per_row[b.idx].mean() for b in parts])
         assert ddp_mean == pytest.approx(per_row[ref.idx].mean())
-    # 43 = 5 x 8 + 3: a last batch of 3 rows still gives each of 3 ranks one; with 4 ranks all skip it
+    # 46 = 5 x 8 + 6: a last batch of 6 rows gives each of 3 ranks two; with 4 ranks it joins the batch before
     assert len(ClassifierBatches(docs, labels, 8, 1, 10, rank=0, world_size=4)) == 5
     assert len(list(ClassifierBatches(docs, labels, 8, 1, 10, rank=3, world_size=4).epoch(0))) == 5
 

@@ -152,6 +152,10 @@ def check_supported(cfg, world_size: int) -> None:
     if world_size <= 1:
         return
     t = cfg.train
+    if cfg.stage == "train-clf" and t.bs < 2 * world_size:
+        raise UserError(f"train.bs={t.bs} gives each of the {world_size} processes fewer than 2 documents per batch, "
+                        "too few for the classifier head's BatchNorm statistics.",
+                        f"Use train.bs={2 * world_size} or more, or fewer processes.")
     for key, bs in (("train.bs", t.bs), ("train.eval_bs", t.eval_bs or t.bs)):
         if bs % world_size:
             lower = max(bs // world_size, 1) * world_size

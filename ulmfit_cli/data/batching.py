@@ -102,6 +102,9 @@ def pad_chunks(docs: list[np.ndarray], pad_id: int, bptt: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+MIN_ROWS = 2  # rows per process a training batch needs: BatchNorm's batch statistics
+
+
 class ClassifierBatches:
     """Documents batched by similar length.
 
@@ -112,6 +115,12 @@ class ClassifierBatches:
     than double its real tokens (beyond bs * bptt cells): a million-token document is scored
     alone instead of padding bs - 1 short ones to a million tokens each. In eval mode a
     document's scores do not depend on its batch-mates, so this changes memory, not results.
+
+    A last training batch too small for the head's BatchNorm (fewer than MIN_ROWS documents for
+    some process: batch statistics of one row are undefined) is merged into the batch before it,
+    which then has up to bs + MIN_ROWS * processes - 1 rows. fastai's training loader drops it
+    instead (drop_last); with sortish batching that drops the shortest documents of the last
+    chunk, for a small dataset the same ones every epoch. Merged, every document is seen.
     """
 
     def __init__(self, docs: list[np.ndarray], labels, bs: int, pad_id: int, bptt: int, *, seed: int = 0,
@@ -129,7 +138,11 @@ class ClassifierBatches:
         if not self.shuffle:
             return len(self._eval_batches())
         n, last = (len(self.docs) + self.bs - 1) // self.bs, len(self.docs) % self.bs
-        return n - 1 if self.world_size > 1 and 0 < last < self.world_size else n
+        return n - 1 if n > 1 and self._too_small(last) else n
+
+    def _too_small(self, n_docs: int) -> bool:
+        """A batch of n_docs (> 0) leaves some process fewer than MIN_ROWS rows."""
+        return 0 < n_docs < MIN_ROWS * self.world_size
 
     def _eval_batches(self) -> list[np.ndarray]:
         if self._eval is None:
@@ -160,6 +173,8 @@ class ClassifierBatches:
         chunks = [idx[i : i + chunk] for i in range(0, n, chunk)]
         idx = np.concatenate([c[np.argsort(-self.lengths[c], kind="stable")] for c in chunks])
         batches = [idx[i : i + self.bs] for i in range(0, n, self.bs)]
+        if len(batches) > 1 and self._too_small(len(batches[-1])):
+            batches[-2:] = [np.concatenate(batches[-2:])]
         longest = int(np.argmax([self.lengths[b].max() for b in batches]))
         batches[0], batches[longest] = batches[longest], batches[0]
         rest = batches[1:]
@@ -170,8 +185,6 @@ class ClassifierBatches:
         for b in self._order(epoch):
             share = 1.0
             if self.world_size > 1 and self.shuffle:
-                if len(b) < self.world_size:  # a last batch too small to give every rank a row: all skip it
-                    continue
                 n = len(b)
                 b = np.array_split(b, self.world_size)[self.rank]
                 share = len(b) * self.world_size / n

@@ -14,8 +14,8 @@ from ..checkpoints import load_checkpoint, save_checkpoint
 from ..errors import UserError
 from ..reporting.metrics import MetricsWriter, write_json
 from ..reporting.progress import make_progress
-from ..runtime import (check_lstm_kernel, check_precision, describe_device, resolve_device, seed_everything,
-                       set_deterministic, set_threads)
+from ..runtime import (check_lstm_kernel, check_precision, describe_device, resolve_device, rng_state,
+                       seed_everything, set_deterministic, set_rng_state, set_threads)
 
 log = logging.getLogger("ulmfit")
 
@@ -93,10 +93,12 @@ class Run:
         return write
 
     def save(self, name: str, payload: dict) -> Path:
+        """checkpoints/<name>.pt, with the RNG state after it so that a resumed run which skips
+        this finished direction continues the random sequence as an uninterrupted run does."""
         path = self.ckpt_dir / f"{name}.pt"
         if not self.writes:
             return path
-        save_checkpoint(path, {"stage": self.cfg.stage, **payload,
+        save_checkpoint(path, {"stage": self.cfg.stage, **payload, "rng_after": rng_state(),
                                "config": OmegaConf.to_container(self.cfg, resolve=True)})
         return path
 
@@ -126,12 +128,21 @@ class Run:
                  state["trainer"]["loop"]["epoch"], state["trainer"]["loop"]["global_step"])
         return state["trainer"]
 
-    def finished_result(self, direction: str) -> dict | None:
-        """When resuming, a direction whose final checkpoint exists is done: return its result."""
+    def finished(self, direction: str) -> dict | None:
+        """When resuming, a direction whose final checkpoint exists is done: return that checkpoint,
+        with the RNG state restored to where the direction ended."""
         path = self.ckpt_dir / f"{direction}.pt"
-        if self.cfg.get("resume") and path.exists():
-            return load_checkpoint(path).get("result")
-        return None
+        if not (self.cfg.get("resume") and path.exists()):
+            return None
+        ckpt = load_checkpoint(path)
+        if ckpt.get("rng_after") is not None:
+            set_rng_state(ckpt["rng_after"])
+        log.info("resuming: %s already finished (%s)", direction, path.name)
+        return ckpt
+
+    def finished_result(self, direction: str) -> dict | None:
+        ckpt = self.finished(direction)
+        return None if ckpt is None else ckpt.get("result")
 
     def finish(self, results: dict, started_from: str | None = None, **extra) -> dict:
         summary = {

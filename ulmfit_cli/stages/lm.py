@@ -113,6 +113,8 @@ def train_lm(run: Run, model: LanguageModel, numericalizer, train_docs, valid_do
              direction, train.n_tokens, valid.n_tokens, len(train), len(numericalizer.itos))
     with stop_on_signal(trainer):
         history = trainer.fit(train, phases)
+    if trainer.stop_requested:  # asked during the last evaluation: saved at its epoch's end
+        raise Interrupted(run.dir)
     final = next(r for r in reversed(history) if r["split"] == "valid")
     result = {"val_loss": final["loss"], "val_perplexity": final["perplexity"],
               "val_accuracy": final["accuracy"], "epochs": trainer.state.epoch,

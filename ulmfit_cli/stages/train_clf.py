@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from .. import distributed
 from ..data import load_dataset
-from ..data.batching import ClassifierBatches
+from ..data.batching import MIN_ROWS, ClassifierBatches
 from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
 from ..data.token_cache import token_cache_dir
 from ..errors import UserError
@@ -25,7 +25,7 @@ from ..training.schedules import make_schedule
 from .clf import (all_negative_f1, build_classifier_for, clf_step, load_encoder_from_lm, most_frequent_label_f1,
                   scores, sharded_predict_proba, tune_threshold)
 from .common import Run, find_source_run, load_lm_checkpoint
-from .lm import DDPForward, encode, make_optimizer, reseed_rank, stop_on_signal
+from .lm import DDPForward, Interrupted, encode, make_optimizer, reseed_rank, stop_on_signal, track_progress
 
 log = logging.getLogger("ulmfit")
 
@@ -65,8 +65,18 @@ def run(cfg) -> dict:
     t = cfg.train
     eval_bs = t.eval_bs or t.bs
     ctx = distributed.current()
+    if len(docs["train"]) < MIN_ROWS * ctx.world_size:
+        raise UserError(f"The training split has {len(docs['train'])} document(s); a classifier batch needs at least "
+                        f"{MIN_ROWS} per process (BatchNorm's batch statistics) on {ctx.world_size} process(es).",
+                        "Give more training documents (or lower dataset.valid_frac).")
     results, probs = {}, {"valid": [], "test": []}
     for direction in directions:
+        if (done := run.finished(direction)) is not None:  # resumed past this direction
+            results[direction] = done["result"]
+            for split in ("valid", "test"):
+                probs[split].append(done["probs"][split].numpy())
+            threshold = done["threshold"]
+            continue
         reverse = direction == "bwd"
         source = sources[direction]
         model = build_classifier_for(cfg, len(classes), len(numericalizer.itos), numericalizer.pad_id,
@@ -105,8 +115,11 @@ def run(cfg) -> dict:
                           max_steps_per_epoch=t.max_steps_per_epoch, collective=ctx)
         if ctx.enabled:
             reseed_rank(cfg.seed, ctx.rank, 0)
+        track_progress(run, trainer, direction)
         with stop_on_signal(trainer):
             trainer.fit(train, unfreeze_plan(cfg.unfreeze, len(groups), t.epochs))
+        if trainer.stop_requested:  # asked during the last evaluation: saved at its epoch's end
+            raise Interrupted(run.dir)
         for split in ("valid", "test"):
             probs[split].append(final_proba(split))
         res, threshold = split_scores(probs["valid"][-1], probs["test"][-1], ys, multi)
@@ -123,7 +136,9 @@ def run(cfg) -> dict:
                                  OmegaConf.merge(cfg.model, source["model_config"]) if source else cfg.model,
                                  resolve=True),
                              "numericalizer": numericalizer.state(),
-                             "vocab_identity": numericalizer.identity()})
+                             "vocab_identity": numericalizer.identity(),
+                             "result": res,
+                             "probs": {s: torch.from_numpy(probs[s][-1]) for s in ("valid", "test")}})
 
     if len(directions) > 1:
         results["ensemble"], threshold = split_scores(np.mean(probs["valid"], axis=0), np.mean(probs["test"], axis=0),
