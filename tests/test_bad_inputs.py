@@ -16,7 +16,8 @@ import torch
 from conftest import assert_clean_error, FAST, ulmfit
 from ulmfit_cli import cli
 from ulmfit_cli.checkpoints import load_checkpoint
-from ulmfit_cli.training.loop import NonFiniteLoss, StepOut, Trainer
+from ulmfit_cli.errors import NonFiniteLoss, UserError, as_user_error
+from ulmfit_cli.training.loop import StepOut, Trainer
 from ulmfit_cli.training.param_groups import Phase
 
 
@@ -48,16 +49,24 @@ class _Batches:
         return self.n
 
 
+class _Steps:
+    def __init__(self, saved):
+        self.saved = saved
+
+    def on_step_end(self, trainer, result):
+        self.saved.append(trainer.state.global_step)
+
+
 def _trainer(on_nan, nan_at, saved):
     model = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
-    def step(m, i):
-        loss = m(torch.ones(1, 2)).sum() ** 2
+    def step(forward, i):
+        loss = forward(torch.ones(1, 2)).sum() ** 2
         return StepOut(loss * float("nan") if i in nan_at else loss, 1)
 
     tr = Trainer(model, opt, [0.1], lambda i, n: 1.0, step, lambda m: {"loss": 0.0}, device=torch.device("cpu"),
-                 on_nan=on_nan, on_step=lambda t: saved.append(t.state.global_step))
+                 on_nan=on_nan, callbacks=[_Steps(saved)])
     return tr
 
 
@@ -67,8 +76,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint():
     with pytest.raises(NonFiniteLoss) as exc:
         tr.fit(_Batches(6), [Phase(epochs=1, trainable=[True])])
     assert exc.value.step == 3 and saved == [1, 2, 3]  # steps 0..2 trained (and were checkpointable)
-    err = cli.as_user_error(exc.value)
-    assert isinstance(err, cli.UserError)
+    err = as_user_error(exc.value)
+    assert isinstance(err, UserError)
     assert "at step 3" in str(err) and "schedule.lr" in str(err) and "train.on_nan=skip" in str(err)
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 
 from conftest import FAST
-from ulmfit_cli import cli
+from ulmfit_cli.commands import stage
 from ulmfit_cli.stages import train_clf
 
 
@@ -17,12 +17,12 @@ def test_final_valid_scores_reuse_the_last_evaluation(tmp_path, monkeypatch):
     calls = []
     real = train_clf.sharded_predict_proba
 
-    def counting(model, docs, ctx, **kw):
+    def counting(model, docs, ranks, **kw):
         calls.append(docs[0].tobytes())  # which split: valid and test differ in their first document
-        return real(model, docs, ctx, **kw)
+        return real(model, docs, ranks, **kw)
 
     monkeypatch.setattr(train_clf, "sharded_predict_proba", counting)
-    cli.run_stage("train-clf", [*FAST, "lm=null", "bidirectional=fwd", "unfreeze=none", "train.epochs=2",
+    stage.run_stage("train-clf", [*FAST, "lm=null", "bidirectional=fwd", "unfreeze=none", "train.epochs=2",
                                 "dataset.max_docs=120"])
     run = next((tmp_path / "outputs" / "train-clf").iterdir())
     # 2 epoch-end evaluations on valid + 1 final pass on test; no second pass over valid

@@ -10,7 +10,9 @@ from omegaconf import OmegaConf
 
 from conftest import FAST, ulmfit
 from ulmfit_cli.config import PretrainConfig
-from ulmfit_cli.stages.common import Run
+from ulmfit_cli.distributed import Ranks
+from ulmfit_cli.runtime import set_deterministic
+from ulmfit_cli.stages.context import RunContext
 
 ARGS = [*FAST, "bidirectional=fwd", "train.epochs=2"]
 TIMING = ("throughput", "elapsed_s")  # wall-clock columns, the only ones allowed to differ
@@ -37,11 +39,13 @@ def test_deterministic_true_switches_on_deterministic_kernels(tmp_path, monkeypa
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     cfg = OmegaConf.structured(PretrainConfig)
     cfg.device, cfg.progress = "cpu", "none"
-    Run(cfg, run_dir=tmp_path / "off")
+    set_deterministic(cfg.deterministic)
+    RunContext.open(cfg, tmp_path / "off", Ranks())
     assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     cfg.deterministic = True
     try:
-        Run(cfg, run_dir=tmp_path / "on")
+        set_deterministic(cfg.deterministic)  # what the CLI calls before it opens the run
+        RunContext.open(cfg, tmp_path / "on", Ranks())
         assert torch.are_deterministic_algorithms_enabled()
         assert torch.is_deterministic_algorithms_warn_only_enabled()  # ops without such a kernel warn, not fail
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark

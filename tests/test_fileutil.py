@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from ulmfit_cli.cli import as_user_error
 from ulmfit_cli.data import download
-from ulmfit_cli.errors import UserError, disk_error
+from ulmfit_cli.errors import UserError, as_user_error, disk_error
 from ulmfit_cli.fileutil import file_lock
 
 fcntl = pytest.importorskip("fcntl")

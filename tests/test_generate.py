@@ -12,7 +12,8 @@ import torch
 from conftest import ulmfit
 from ulmfit_cli.checkpoints import load_checkpoint, save_checkpoint
 from ulmfit_cli.cli import main as cli_main
-from ulmfit_cli.commands.generate import BANNED, build_model, newest_lm_run
+from ulmfit_cli.commands.generate import BANNED, newest_lm_run
+from ulmfit_cli.model_io import load_model
 from ulmfit_cli.data.tokenizers import numericalizer_from_state, word_detokenize, word_tokenize
 from ulmfit_cli.models.sampling import (apply_temperature, generate, mask_ids, next_token, top_k_filter,
                                         top_p_filter)
@@ -34,7 +35,7 @@ def lm_run(tmp_path_factory) -> Path:
 def fwd_lm(lm_run):
     ckpt = load_checkpoint(lm_run / "checkpoints" / "fwd.pt")
     numer = numericalizer_from_state(ckpt["numericalizer"])
-    return build_model(ckpt, numer, torch.device("cpu")), numer
+    return load_model(ckpt), numer
 
 
 def gen_cli(capsys, *args: str) -> tuple[int, str, str]:

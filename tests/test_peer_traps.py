@@ -50,6 +50,6 @@ def test_activation_regularisers_are_computed_in_fp32_even_from_half_precision_s
         return torch.tensor(1.0), states, states
 
     batch = SimpleNamespace(x=torch.zeros(2, 5, dtype=torch.long), y=torch.zeros(2, 5, dtype=torch.long))
-    out = lm_step(alpha=2.0, beta=1.0, device=torch.device("cpu"), forward=fake_forward)(None, batch)
+    out = lm_step(alpha=2.0, beta=1.0, device=torch.device("cpu"))(fake_forward, batch)
     assert torch.isfinite(out.loss)
     assert out.loss.item() == 1.0 + 2.0 * 300.0**2 + 1.0 * 600.0**2

@@ -122,8 +122,8 @@ def test_unwritable_cache_dir_only_warns(tmp_path, numer, monkeypatch, caplog, h
 
         def denied(*a, **k):
             raise PermissionError(13, "Permission denied")
-        import ulmfit_cli.checkpoints as checkpoints  # the atomic writer the cache uses
-        monkeypatch.setattr(checkpoints.tempfile, "mkstemp", denied)
+        import ulmfit_cli.fileutil as fileutil  # the atomic writer the cache uses
+        monkeypatch.setattr(fileutil.tempfile, "mkstemp", denied)
     else:
         if os.geteuid() == 0:
             pytest.skip("root ignores directory permissions")

@@ -6,10 +6,16 @@ Each primary config (conf/pretrain.yaml, ...) starts its defaults list with the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, List, Optional
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig
+
+from .errors import UserError
+from .resolvers import register as register_resolvers
 
 
 @dataclass
@@ -183,7 +189,26 @@ class TrainClfConfig(StageConfig):
 
 
 def register() -> None:
+    """The schemas and the resolvers the configs use; idempotent."""
+    register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="base_pretrain", node=PretrainConfig)
     cs.store(name="base_finetune_lm", node=FinetuneLMConfig)
     cs.store(name="base_train_clf", node=TrainClfConfig)
+
+
+def conf_dir() -> str:
+    """conf/ beside the package in a checkout/editable install, else the copy shipped inside it."""
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "conf", here / "conf"):
+        if (cand / "pretrain.yaml").exists():
+            return str(cand)
+    raise UserError("ulmfit's conf/ directory was not found next to the package.",
+                    "Reinstall with `pip install -e .` from the repository root.")
+
+
+def compose(config_name: str, overrides: list[str]) -> DictConfig:
+    """A stage's config as `ulmfit <stage> <overrides>` would run with, outside a Hydra app."""
+    register()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides)

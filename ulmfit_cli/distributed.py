@@ -11,7 +11,8 @@ Two ways in, one code path:
   also how a SLURM job (one task per node, N GPUs) trains on all its GPUs.
 
 Each process: `setup` joins the process group (NCCL on CUDA, gloo on CPU), takes device
-cuda:LOCAL_RANK (or the CPU), and learns rank 0's run directory. Only rank 0 writes anything
+cuda:LOCAL_RANK (or the CPU), learns rank 0's run directory and returns its `Ranks`, which the
+run context carries (nothing here keeps state between calls). Only rank 0 writes anything
 (metrics.csv, summary.json, checkpoints, train.log, .hydra/); the other ranks run Hydra in a
 throwaway directory that is deleted when they exit. Which batch sizes DDP supports is
 checked by `check_supported` (clear errors, before any process starts where possible).
@@ -30,9 +31,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import Interrupted, UserError
+from .fileutil import read_json
+from .runtime import resolve_device
 
 log = logging.getLogger("ulmfit")
 
@@ -56,7 +60,7 @@ def env_rank() -> int:
 
 
 @dataclass
-class Context:
+class Ranks:
     """This process's place in the job. The default (world_size 1) is the single-process run."""
 
     rank: int = 0
@@ -139,13 +143,6 @@ class Context:
         return t.narrow(dim, self.rank * n, n)
 
 
-_current = Context()
-
-
-def current() -> Context:
-    return _current
-
-
 # -- checks ------------------------------------------------------------------------------------
 def check_supported(cfg, world_size: int) -> None:
     """Clear errors for what DDP cannot do, before any work starts."""
@@ -167,8 +164,6 @@ def check_supported(cfg, world_size: int) -> None:
 
 
 def device_for_rank(name: str, local_rank: int) -> torch.device:
-    from .runtime import resolve_device
-
     device = resolve_device(name)
     if device.type != "cuda":
         return device
@@ -186,13 +181,11 @@ def device_for_rank(name: str, local_rank: int) -> torch.device:
 
 
 def default_nproc(cfg) -> int:
-    n = cfg.distributed.get("nproc")
+    n = cfg.distributed.nproc
     if n is not None:
         if int(n) < 1:
             raise UserError(f"distributed.nproc={n}: at least one process is needed.", "Use distributed.nproc=1 or more.")
         return int(n)
-    from .runtime import resolve_device
-
     if resolve_device(cfg.device).type == "cuda":
         return torch.cuda.device_count()
     raise UserError(
@@ -221,17 +214,15 @@ def rewrite_argv(argv: list[str]) -> list[str]:
     return [*keep, f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
 
 
-def setup(cfg, run_dir: Path) -> Context:
-    """Join the process group when started by torchrun; a no-op for a single process."""
-    global _current
+def setup(cfg, run_dir: Path) -> Ranks:
+    """Join the process group when started by torchrun; one process (no group) otherwise."""
     if not under_launcher():
-        _current = Context()
-        return _current
+        return Ranks()
     rank, world = env_rank(), env_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     check_supported(cfg, world)
     device = device_for_rank(cfg.device, local_rank)
-    backend = cfg.distributed.get("backend", "auto")
+    backend = cfg.distributed.backend
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
     if backend not in ("nccl", "gloo"):
@@ -241,28 +232,26 @@ def setup(cfg, run_dir: Path) -> Context:
                         "Use distributed.backend=auto (gloo on CPU) or device=cuda.")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    timeout = datetime.timedelta(minutes=int(cfg.distributed.get("timeout_min", 30)))
+    timeout = datetime.timedelta(minutes=int(cfg.distributed.timeout_min))
     kwargs = {"device_id": device} if backend == "nccl" else {}
     torch.distributed.init_process_group(backend, timeout=timeout, **kwargs)
-    _current = Context(rank, world, local_rank, device)
-    _current.run_dir = Path(_current.broadcast(str(run_dir)))
+    ranks = Ranks(rank, world, local_rank, device)
+    ranks.run_dir = Path(ranks.broadcast(str(run_dir)))
     if rank != 0:
         quiet_logging()
     log.info("DDP: %d processes (%s), this is rank %d on %s; run directory %s",
-             world, backend, rank, device, _current.run_dir)
-    return _current
+             world, backend, rank, device, ranks.run_dir)
+    return ranks
 
 
 def cleanup(ok: bool) -> None:
-    """Leave the process group; after a clean finish wait for every rank first."""
-    global _current
+    """Leave the process group, if this process joined one; after a clean finish wait for every rank first."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         try:
             if ok:
                 torch.distributed.barrier()
         finally:
             torch.distributed.destroy_process_group()
-    _current = Context()
 
 
 def quiet_logging() -> None:
@@ -307,15 +296,13 @@ def stop_workers(proc: subprocess.Popen, signum: int) -> None:
 
 
 def wants_launch(cfg) -> bool:
-    return str(cfg.distributed.get("name", "none")) == "ddp" and not under_launcher() and \
+    return str(cfg.distributed.name) == "ddp" and not under_launcher() and \
         os.environ.get(CHILD_ENV) != "1"
 
 
 def launch(cfg, subcommand: str, overrides: list[str], run_dir: Path) -> dict | None:
     """Run this job's stage in `distributed.nproc` processes under torchrun, in `run_dir`; return
     rank 0's summary. With nproc 1 the caller runs it in this process instead (returns None)."""
-    from .reporting.metrics import read_json
-
     n = default_nproc(cfg)
     if n == 1:
         return None
@@ -326,7 +313,7 @@ def launch(cfg, subcommand: str, overrides: list[str], run_dir: Path) -> dict | 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
            "-m", "ulmfit_cli", subcommand, *keep, f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
     env = {**os.environ, CHILD_ENV: "1"}
-    if cfg.get("threads"):
+    if cfg.threads:
         env["OMP_NUM_THREADS"] = str(cfg.threads)
     log.info("DDP: starting %d processes: %s", n, " ".join(cmd))
     for h in logging.getLogger().handlers:
@@ -363,11 +350,37 @@ def launch(cfg, subcommand: str, overrides: list[str], run_dir: Path) -> dict | 
     if rc == 0 and summary.exists():
         return read_json(summary)
     if forwarded or rc in (130, -signal.SIGINT, -signal.SIGTERM):
-        from .stages.lm import Interrupted
-
         raise Interrupted(run_dir)
     raise UserError(
         f"The {n} training processes failed (torchrun exit code {rc}); the error is printed above "
         f"and in {run_dir}/train.log.",
         f"Fix that error, then continue the run with resume={run_dir} (or start a new one).",
     )
+
+
+# -- the model under DDP ----------------------------------------------------------------------------
+class DDPForward:
+    """The model called through DistributedDataParallel (gradients averaged over the ranks).
+
+    DDP fixes the parameters it synchronises when it is built, so it is rebuilt whenever the
+    trainable set changes (gradual unfreezing). The LM's hidden state is an attribute of the
+    wrapped model, carried per rank (each rank holds its own streams)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        self.model, self.device = model, device
+        self.ddp, self.key = None, None
+
+    def __call__(self, *inputs):
+        key = tuple(p.requires_grad for p in self.model.parameters())
+        if key != self.key:
+            self.ddp = None  # drop the old reducer's hooks first
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.key = key
+        return self.ddp(*inputs)
+
+
+def reseed_rank(seed: int, rank: int, step: int) -> None:
+    """Ranks > 0 draw their own dropout masks (rank 0 keeps the one-process sequence)."""
+    if rank > 0:
+        torch.manual_seed(int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0]))

@@ -1,13 +1,22 @@
-"""Where and how tensors run: device, precision, threads, seeds."""
+"""Where and how tensors run (device, precision, threads, seeds, RNG state) and how a run is
+asked to stop (signals). Each is an explicit call: importing this module changes nothing."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import random
+import signal
+from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from .errors import UserError
+from .models.lstm_kernels import KERNELS
+
+log = logging.getLogger("ulmfit")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,8 +55,6 @@ def check_precision(precision: str, device: torch.device) -> str:
 
 
 def check_lstm_kernel(kernel: str) -> str:
-    from .models.lstm_kernels import KERNELS
-
     if kernel not in KERNELS:
         raise UserError(f"model.lstm_kernel={kernel} is not a kernel name.",
                         f"Use model.lstm_kernel={' or '.join(KERNELS)} (auto is the fastest measured).")
@@ -103,3 +110,41 @@ def describe_device(device: torch.device) -> str:
 
 def env_threads() -> int:
     return int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))
+
+
+@dataclass
+class StopFlag:
+    """Set when the run is asked to stop (a signal); training loops finish their batch, save, stop."""
+
+    requested: bool = False
+
+
+@contextlib.contextmanager
+def stop_on_signals(flag: StopFlag, ddp: bool = False) -> Iterator[StopFlag]:
+    """SIGINT/SIGTERM set `flag` instead of killing the process, so the run can save and exit 130.
+
+    A second SIGINT on one process interrupts at once (KeyboardInterrupt). Under DDP the launcher
+    (torchrun) forwards the terminal's SIGINT a second time, and a SLURM job's SIGUSR2 (time limit,
+    preemption) reaches the worker processes too: there every such signal means "save and stop",
+    never "die now" (torchrun kills the processes itself if they take too long)."""
+    signals = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGUSR2,) if ddp else ())
+
+    def handler(signum, frame):
+        if flag.requested:
+            if ddp:
+                return
+            raise KeyboardInterrupt
+        log.warning("signal %d: finishing the current batch, then saving and exiting", signum)
+        flag.requested = True
+
+    old = {}
+    for sig in signals:
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. some launchers)
+            pass
+    try:
+        yield flag
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)

@@ -13,8 +13,7 @@ from omegaconf import OmegaConf
 from ..data import load_dataset
 from ..errors import UserError
 from ..runtime import resolve_device
-from ..stages.clf import scores
-from ..stages.train_clf import label_ids
+from ..stages.clf import label_ids, scores
 from .args import parse
 from .predict import ensemble_proba, load_classifiers, run_threshold
 

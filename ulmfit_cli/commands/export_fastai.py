@@ -23,7 +23,8 @@ import torch
 
 from ..errors import UserError
 from ..models.fastai_compat import FastaiFormatError, to_fastai_lm
-from ..stages.common import load_lm_checkpoint
+from ..model_io import load_model
+from ..stages.sources import load_lm_checkpoint
 from .args import parse
 from .import_fastai import finish_output_dir, flags_to_dotlist, new_output_dir
 
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> int:
     exported, configs = {}, {}
     for d, ckpt in ckpts.items():
         try:
-            state, sizes = to_fastai_lm(ckpt["model"])
+            state, sizes = to_fastai_lm(load_model(ckpt, expect="lm").state_dict())
         except FastaiFormatError as e:
             raise UserError(f"run={run}: checkpoints/{d}.pt cannot be exported: {e}.",
                             "Re-create it with `ulmfit pretrain` or `ulmfit finetune-lm`.") from None

@@ -18,11 +18,16 @@ from typing import Optional
 
 import torch
 
-from ..checkpoints import atomic_write_bytes
+from rich.console import Console
+from rich.text import Text
+
 from ..data.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, numericalizer_from_state
 from ..errors import UserError
+from ..fileutil import atomic_write_bytes
+from ..model_io import load_model
+from ..models.sampling import generate
 from ..runtime import resolve_device
-from ..stages.common import load_lm_checkpoint
+from ..stages.sources import load_lm_checkpoint
 from .args import parse
 
 USAGE = ('usage: ulmfit generate [run=<pretrain or finetune-lm run dir>] [prompt="The movie was"] [n_words=50] '
@@ -100,22 +105,10 @@ def load_lm(run: Path, direction: str | None) -> tuple[str, dict]:
     return direction, load_lm_checkpoint(run, direction, "run")
 
 
-def build_model(ckpt: dict, numer, device):
-    from omegaconf import OmegaConf
-
-    from ..models import build_lm
-
-    model = build_lm(OmegaConf.create(ckpt["model_config"]), len(numer.itos), numer.pad_id)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval()
-
-
 def sample_texts(ckpt: dict, direction: str, a, device) -> tuple[list[str], str]:
     """n_samples texts (prompt included, in reading order) and the decoded prompt."""
-    from ..models.sampling import generate
-
     numer = numericalizer_from_state(ckpt["numericalizer"])
-    model = build_model(ckpt, numer, device)
+    model = load_model(ckpt, device, expect="lm")
     prompt_ids = [int(i) for i in numer.encode(a.prompt)]  # starts with xxbos
     unknown = sum(i == UNK_ID for i in prompt_ids)
     if unknown:
@@ -138,9 +131,6 @@ def sample_texts(ckpt: dict, direction: str, a, device) -> tuple[list[str], str]
 
 
 def show(texts: list[str], prompt: str, direction: str) -> None:
-    from rich.console import Console
-    from rich.text import Text
-
     console = Console(highlight=False, soft_wrap=True)
     for i, text in enumerate(texts):
         if len(texts) > 1:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import platform
 import shutil
 import tempfile
 import time
@@ -25,10 +24,14 @@ import torch
 from omegaconf import OmegaConf
 
 from ..checkpoints import save_checkpoint
+from ..config import compose
 from ..data.download import sha256_file
+from ..data.tokenizers import WordNumericalizer
 from ..errors import UserError
+from ..model_io import lm_payload, load_model
 from ..models.fastai_compat import (FastaiFormatError, LMSizes, check_itos, from_fastai_lm, reorder_rows,
                                     vocab_to_ulmfit)
+from ..reporting.metrics import write_summary
 from .args import parse
 
 USAGE = ("usage: ulmfit import-fastai --weights lstm_fwd.pth --vocab itos_wt103.pkl "
@@ -132,19 +135,6 @@ def read_fastai_lm(path: Path, flag: str) -> tuple[dict, LMSizes, list[str]]:
         raise UserError(f"{flag} {path} is not a fastai AWD_LSTM language model: {e}.", fix) from None
 
 
-def compose_config(overrides: list[str]):
-    """The pretrain stage's config, as `ulmfit pretrain <overrides>` would run with."""
-    from hydra import compose, initialize_config_dir
-
-    from .. import config, resolvers
-    from ..cli import conf_dir
-
-    config.register()
-    resolvers.register()
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return compose(config_name="pretrain", overrides=overrides)
-
-
 def new_output_dir(out: Path, flag: str = "--out") -> Path:
     """Refuse an existing non-empty directory (nothing is ever overwritten); return a sibling
     temp dir to build in, renamed to `out` once complete."""
@@ -165,15 +155,8 @@ def finish_output_dir(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(HELP)
-        return 0
-    a = parse(ImportArgs, flags_to_dotlist(argv, USAGE), USAGE)
-    t0 = time.time()
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-    out = Path(a.out) if a.out else Path(a.outputs_root) / "pretrain" / f"{stamp}-fastai-import"
-
+def read_models(a: ImportArgs) -> tuple[list[str], dict, dict]:
+    """The vocabulary, and per direction (weights, sizes, notes) and the file it came from."""
     itos = read_itos(Path(a.vocab))
     files = {"fwd": Path(a.weights)}
     if a.backward:
@@ -189,70 +172,76 @@ def main(argv: list[str]) -> int:
         if s.model_config() != sizes.model_config():
             raise UserError(f"--backward {files[d]} has another architecture ({s.model_config()}) than --weights "
                             f"({sizes.model_config()}).", "Pass the forward and backward models of one pretraining.")
+    return itos, lms, files
+
+
+def write_run(tmp: Path, out: Path, a: ImportArgs, itos: list[str], lms: dict, files: dict, t0: float) -> dict:
+    """checkpoints/<dir>.pt, config.yaml and summary.json of the pretrain run, built in `tmp`."""
     plan = vocab_to_ulmfit(itos)
-
-    from ..data.tokenizers import WordNumericalizer
-    from ..models import build_lm
-    from ..stages.lm import lm_payload
-
+    sizes = lms["fwd"][1]
     numericalizer = WordNumericalizer(plan.itos, max_vocab=len(plan.itos), min_freq=1)
-    cfg = compose_config([
+    cfg = compose("pretrain", [
         "tokenizer=word", f"tokenizer.max_vocab={len(plan.itos)}", "tokenizer.min_freq=1",
         f"bidirectional={'both' if a.backward else 'fwd'}", f"outputs_root={a.outputs_root}",
         *(f"model.{k}={v}" for k, v in sizes.model_config().items()),
     ])
+    results = {}
+    for d, (state, _, _) in lms.items():
+        if not plan.is_identity:
+            state = reorder_rows(state, plan.rows)
+        # strict: the sizes fit ulmfit's AWD-LSTM exactly
+        model = load_model({"kind": "lm", "model": state, "model_config": OmegaConf.to_container(cfg.model),
+                            "numericalizer": numericalizer.state()})
+        results[d] = {"imported_from": str(files[d].resolve())}
+        save_checkpoint(tmp / "checkpoints" / f"{d}.pt", {
+            "stage": "pretrain", **lm_payload(model, numericalizer, cfg.model, d, results[d]),
+            "config": OmegaConf.to_container(cfg, resolve=True)})
+    (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    provenance = {
+        "files": {**{f"{d}_weights": {"path": str(p.resolve()), "sha256": sha256_file(p)} for d, p in files.items()},
+                  "vocab": {"path": str(Path(a.vocab).resolve()), "sha256": sha256_file(Path(a.vocab))}},
+        "architecture": {**sizes.model_config(), "vocab_size": sizes.vocab_size, "out_bias": sizes.out_bias},
+        "special_tokens_moved": not plan.is_identity,
+        "special_tokens_added": plan.added,
+        "duplicate_tokens_renamed": len(plan.renamed),
+        "notes": sorted({n for _, _, notes in lms.values() for n in notes}),
+    }
+    return write_summary(out, build_dir=tmp, stage="pretrain", results=results, started_from=None,
+                         wall_time_s=time.time() - t0, device="cpu", precision="fp32", vocab_size=len(plan.itos),
+                         dataset="fastai import", fastai_import=provenance)
+
+
+def report(out: Path, a: ImportArgs, summary: dict) -> None:
+    info = summary["fastai_import"]
+    arch = info["architecture"]
+    print(f"imported fastai AWD_LSTM ({', '.join(summary['results'])}; vocab {summary['vocab_size']}, "
+          f"emb {arch['emb_size']}, hidden {arch['hidden_size']}, {arch['n_layers']} layers, "
+          f"{'tied' if arch['tie_weights'] else 'untied'} decoder) into {out}")
+    for t in info["special_tokens_added"]:
+        print(f"  note: the vocabulary had no {t}; it was added with the mean embedding")
+    if info["duplicate_tokens_renamed"]:
+        print(f"  note: {info['duplicate_tokens_renamed']} duplicate token(s) renamed")
+    for n in info["notes"]:
+        print(f"  note: {n}")
+    both = " bidirectional=both" if a.backward else ""
+    print(f"next: ulmfit finetune-lm pretrained={out}{both} dataset=<your dataset>")
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(HELP)
+        return 0
+    a = parse(ImportArgs, flags_to_dotlist(argv, USAGE), USAGE)
+    t0 = time.time()
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    out = Path(a.out) if a.out else Path(a.outputs_root) / "pretrain" / f"{stamp}-fastai-import"
+    itos, lms, files = read_models(a)
     tmp = new_output_dir(out)
     try:
-        results = {}
-        for d, (state, s, _) in lms.items():
-            if not plan.is_identity:
-                state = reorder_rows(state, plan.rows)
-            model = build_lm(cfg.model, len(plan.itos), numericalizer.pad_id)
-            model.load_state_dict(state, strict=True)  # the sizes fit ulmfit's AWD-LSTM exactly
-            results[d] = {"imported_from": str(files[d].resolve())}
-            save_checkpoint(tmp / "checkpoints" / f"{d}.pt", {
-                "stage": "pretrain", **lm_payload(model, numericalizer, cfg, d),
-                "result": results[d], "config": OmegaConf.to_container(cfg, resolve=True)})
-        (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        from ..reporting.metrics import write_json
-
-        summary = {
-            "stage": "pretrain",
-            "run_dir": str(out),
-            "started_from": None,
-            "results": results,
-            "wall_time_s": round(time.time() - t0, 2),
-            "device": "cpu",
-            "precision": "fp32",
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "vocab_size": len(plan.itos),
-            "dataset": "fastai import",
-            "fastai_import": {
-                "files": {**{f"{d}_weights": {"path": str(p.resolve()), "sha256": sha256_file(p)} for d, p in files.items()},
-                          "vocab": {"path": str(Path(a.vocab).resolve()), "sha256": sha256_file(Path(a.vocab))}},
-                "architecture": {**sizes.model_config(), "vocab_size": sizes.vocab_size, "out_bias": sizes.out_bias},
-                "special_tokens_moved": not plan.is_identity,
-                "special_tokens_added": plan.added,
-                "duplicate_tokens_renamed": len(plan.renamed),
-                "notes": sorted({n for _, _, notes in lms.values() for n in notes}),
-            },
-        }
-        write_json(tmp / "summary.json", summary)
+        summary = write_run(tmp, out, a, itos, lms, files, t0)
         finish_output_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-    arch = (f"vocab {len(plan.itos)}, emb {sizes.emb_size}, hidden {sizes.hidden_size}, {sizes.n_layers} layers, "
-            f"{'tied' if sizes.tie_weights else 'untied'} decoder")
-    print(f"imported fastai AWD_LSTM ({', '.join(lms)}; {arch}) into {out}")
-    for t in plan.added:
-        print(f"  note: the vocabulary had no {t}; it was added with the mean embedding")
-    if plan.renamed:
-        print(f"  note: {len(plan.renamed)} duplicate token(s) renamed (e.g. {plan.renamed[0][1]!r})")
-    for n in summary["fastai_import"]["notes"]:
-        print(f"  note: {n}")
-    both = " bidirectional=both" if a.backward else ""
-    print(f"next: ulmfit finetune-lm pretrained={out}{both} dataset=<your dataset>")
+    report(out, a, summary)
     return 0

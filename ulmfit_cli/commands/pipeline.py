@@ -12,8 +12,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
+from ..config import compose
 from ..errors import UserError
-from ..reporting.metrics import read_json
+from ..fileutil import read_json
 
 STAGES = ("pretrain", "finetune-lm", "train-clf")
 HANDOFF_KEY = {"finetune-lm": "pretrained", "train-clf": "lm"}
@@ -54,16 +58,8 @@ def outputs_root(overrides: list[str]) -> Path:
 
 def pretrain_corpus(finetune_overrides: list[str]) -> str:
     """The target dataset's `pretrain_corpus` (e.g. trec6 -> wikitext103, sample -> sample)."""
-    from hydra import compose, initialize_config_dir
-
-    from .. import config, resolvers
-    from ..cli import conf_dir
-
-    config.register()
-    resolvers.register()
     overrides = [o for o in finetune_overrides if not o.startswith(("hydra.", "hydra/"))]
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return compose(config_name="finetune_lm", overrides=overrides).dataset.pretrain_corpus
+    return compose("finetune_lm", overrides).dataset.pretrain_corpus
 
 
 def main(argv: list[str]) -> int:
@@ -100,9 +96,6 @@ def main(argv: list[str]) -> int:
 
 
 def print_table(summaries: list[dict], total_s: float) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"ULMFiT pipeline ({total_s:.0f} s)")
     for col in ("stage", "direction", "val loss", "val ppl / acc", "test acc", "test error %", "wall s"):
         table.add_column(col, no_wrap=True)

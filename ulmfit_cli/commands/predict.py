@@ -11,11 +11,13 @@ from typing import Optional
 
 import numpy as np
 
-from ..checkpoints import atomic_write_bytes, load_checkpoint
+from ..checkpoints import load_checkpoint
+from ..fileutil import atomic_write_bytes
 from ..data.tokenizers import numericalizer_from_state
 from ..errors import UserError
 from ..runtime import resolve_device
-from ..stages.clf import classifier_from_checkpoint, predict_proba
+from ..model_io import load_model
+from ..stages.clf import predict_proba
 from .args import parse
 
 USAGE = ("usage: ulmfit predict run=<train-clf run dir> input=<texts.txt|.csv|.jsonl|-> "
@@ -80,7 +82,7 @@ def ensemble_proba(ckpts, texts: list[str], bs: int, device) -> np.ndarray:
     """Average of every direction's probabilities, in the order of `texts`."""
     probs = []
     for name, ckpt in ckpts:
-        model = classifier_from_checkpoint(ckpt, device)
+        model = load_model(ckpt, device, expect="clf")
         numer = numericalizer_from_state(ckpt["numericalizer"])
         docs = numer.encode_many(texts)
         probs.append(predict_proba(model, docs, bs=bs, pad_id=ckpt["pad_id"], reverse=name == "bwd",

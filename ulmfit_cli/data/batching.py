@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import UserError
+
 
 @dataclass
 class LMBatch:
@@ -35,8 +37,6 @@ class LMStream:
     def __init__(self, docs: list[np.ndarray], bs: int, bptt: int, *, seed: int = 0,
                  shuffle: bool = True, variable: bool = True, reverse: bool = False,
                  rank: int = 0, world_size: int = 1):
-        from ..errors import UserError
-
         if bs % world_size:  # the user-facing check is distributed.check_supported, before any data is read
             raise ValueError(f"LMStream: bs={bs} must be a multiple of world_size={world_size}")
         self.rows = slice(rank * bs // world_size, (rank + 1) * bs // world_size)

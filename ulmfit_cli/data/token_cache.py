@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..checkpoints import atomic_write_bytes
+from ..fileutil import atomic_write_bytes
 
 log = logging.getLogger("ulmfit")
 

@@ -14,6 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
+
+from ..training.param_groups import unfreeze_plan
+from ..training.schedules import make_schedule
 
 
 def _plt():
@@ -165,11 +169,6 @@ def lr_curve(run_dir: Path, direction: str | None = None):
     (steps per epoch are read from metrics.csv). LMs also scale each batch's LR by seq_len/bptt
     (variable BPTT), which the recomputed curve leaves out.
     """
-    from omegaconf import OmegaConf
-
-    from ..training.param_groups import unfreeze_plan
-    from ..training.schedules import make_schedule
-
     config_path = Path(run_dir) / "config.yaml"
     m = read_metrics(run_dir)
     if not config_path.exists() or m is None:

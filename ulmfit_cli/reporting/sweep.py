@@ -26,6 +26,7 @@ import pandas as pd
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 
+from ..errors import UserError
 from ..fileutil import file_lock
 
 log = logging.getLogger("ulmfit")
@@ -247,8 +248,6 @@ def collect_runs(dirs: Iterable[Path | str], finished: bool = False) -> pd.DataF
     for d in dirs:
         d = Path(d)
         if not d.exists():
-            from ..errors import UserError
-
             raise UserError(f"{d}: no such directory.", "Pass a run dir, a sweep dir (outputs/multirun/<stage>/<time>) "
                                                         "or a folder of run dirs.")
         for r in find_run_dirs(d):
@@ -382,8 +381,6 @@ class SweepTable(Callback):
             (job_dir / ".hydra" / JOB_STATUS).write_text(json.dumps(status, indent=2))
             path = write_sweep_csv(sweep_dir)
             if failed:
-                from ..errors import UserError
-
                 exc = job_return._return_value
                 if isinstance(exc, UserError) and os.environ.get("HYDRA_FULL_ERROR") != "1":
                     job_return.return_value = SweepJobFailed(

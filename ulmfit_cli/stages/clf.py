@@ -4,24 +4,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from ..data.batching import ClassifierBatches
-from ..errors import UserError
-from ..models import build_classifier
+from ..distributed import Ranks
 from ..models.heads import TextClassifier
 from ..training.loop import StepOut, autocast_for
-from .lm import MODEL_SIZE_KEYS
 
 
-def clf_step(device: torch.device, multi_label: bool, forward=None):
-    """Cross-entropy (or BCE for multi-label) of a batch. `forward` (default: the model) runs it,
-    e.g. through DistributedDataParallel; the loss is scaled by the batch's `share` of the global
-    batch so that DDP's mean over ranks is the one-process mean."""
+def clf_step(device: torch.device, multi_label: bool):
+    """Cross-entropy (or BCE for multi-label) of a batch. `forward` runs the model (the Trainer
+    passes it, or it wrapped in DistributedDataParallel); the loss is scaled by the batch's `share`
+    of the global batch so that DDP's mean over ranks is the one-process mean."""
 
-    def step(model: TextClassifier, batch) -> StepOut:
+    def step(forward, batch) -> StepOut:
         x, y = batch.x.to(device, non_blocking=True), batch.y.to(device, non_blocking=True)
-        logits = (forward or model)(x).float()
+        logits = forward(x).float()
         if multi_label:
             loss = F.binary_cross_entropy_with_logits(logits, y.float())
         else:
@@ -29,6 +26,18 @@ def clf_step(device: torch.device, multi_label: bool, forward=None):
         return StepOut(loss * batch.share, x.size(0))
 
     return step
+
+
+def label_ids(labels, classes: list[str], multi_label: bool) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    if multi_label:
+        y = np.zeros((len(labels), len(classes)), dtype=np.float32)
+        for r, labs in enumerate(labels):
+            for lab in labs:
+                if lab in index:
+                    y[r, index[lab]] = 1.0
+        return y
+    return np.array([index.get(str(lab), -1) for lab in labels], dtype=np.int64)
 
 
 @torch.no_grad()
@@ -48,13 +57,13 @@ def predict_proba(model: TextClassifier, docs: list[np.ndarray], *, bs: int, pad
     return out
 
 
-def sharded_predict_proba(model: TextClassifier, docs: list[np.ndarray], ctx, **kw) -> np.ndarray:
+def sharded_predict_proba(model: TextClassifier, docs: list[np.ndarray], ranks: Ranks, **kw) -> np.ndarray:
     """predict_proba with the documents dealt round-robin over the data-parallel ranks; every rank
     gets all probabilities, in the order of `docs`."""
-    if not ctx.enabled:
+    if not ranks.enabled:
         return predict_proba(model, docs, **kw)
-    mine = np.arange(ctx.rank, len(docs), ctx.world_size)
-    parts = ctx.gather_objects((mine, predict_proba(model, [docs[i] for i in mine], **kw)))
+    mine = np.arange(ranks.rank, len(docs), ranks.world_size)
+    parts = ranks.gather_objects((mine, predict_proba(model, [docs[i] for i in mine], **kw)))
     out = np.zeros((len(docs), next(p.shape[1] for _, p in parts if p is not None)), dtype=np.float32)
     for idx, p in parts:
         if len(idx):
@@ -110,34 +119,3 @@ def most_frequent_label_f1(train_gold: np.ndarray, gold: np.ndarray) -> float:
     pred = np.zeros_like(gold, dtype=bool)
     pred[:, int(train_gold.sum(0).argmax())] = True
     return f1_scores(pred, gold.astype(bool))[0]
-
-
-def build_classifier_for(cfg, n_classes: int, vocab_size: int, pad_id: int, source_model_cfg: dict | None) -> TextClassifier:
-    model_cfg = cfg.model
-    if source_model_cfg is not None:
-        model_cfg = OmegaConf.merge(cfg.model, {k: source_model_cfg[k] for k in MODEL_SIZE_KEYS})
-    return build_classifier(model_cfg, vocab_size, pad_id, n_classes, cfg.train.bptt, cfg.train.max_len)
-
-
-def load_encoder_from_lm(model: TextClassifier, lm_ckpt: dict) -> None:
-    """Take every `encoder.*` weight of the LM; the decoder is dropped, the head starts fresh."""
-    enc = {k: v for k, v in lm_ckpt["model"].items() if k.startswith("encoder.")}
-    missing, unexpected = model.load_state_dict(enc, strict=False)
-    bad = [k for k in missing if k.startswith("encoder.")] + unexpected
-    if bad:
-        raise UserError(f"The language model's weights do not fit this classifier (keys: {bad[:4]}).",
-                        "Use an LM run made by this version of ulmfit.")
-
-
-def classifier_from_checkpoint(ckpt: dict, device: torch.device) -> TextClassifier:
-    """Rebuild a trained classifier exactly as saved (sizes, vocab, classes from the file)."""
-    if ckpt.get("kind") != "clf":
-        raise UserError(
-            f"That run holds a {ckpt.get('stage', '?')} checkpoint ({ckpt.get('kind')}), not a classifier.",
-            "Point run= at a train-clf run directory.",
-        )
-    cfg = OmegaConf.create(ckpt["config"])
-    model = build_classifier(OmegaConf.create(ckpt["model_config"]), len(ckpt["numericalizer"]["itos"]),
-                             ckpt["pad_id"], len(ckpt["classes"]), cfg.train.bptt, cfg.train.max_len)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval()

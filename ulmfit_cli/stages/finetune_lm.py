@@ -9,10 +9,12 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 from ..data import load_dataset
-from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
 from ..data.token_cache import token_cache_dir
-from .common import Run, find_source_run, load_lm_checkpoint
-from .lm import build_lm_from, encode, train_lm
+from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
+from ..model_io import lm_from
+from .context import RunContext
+from .lm import encode, train_lm
+from .sources import find_source_run, load_lm_checkpoint
 
 
 def target_numericalizer(cfg, texts, source):
@@ -26,22 +28,21 @@ def target_numericalizer(cfg, texts, source):
     return fit_numericalizer(texts, OmegaConf.merge(cfg.tokenizer, {"name": pretrained.kind}))
 
 
-def run(cfg) -> dict:
+def run(ctx: RunContext) -> dict:
+    cfg = ctx.cfg
     directions = list(cfg.bidirectional.directions)
     source_dir = find_source_run(cfg.pretrained, cfg.stage, cfg.outputs_root, directions, "pretrained")
-    run = Run(cfg)
+    sources = {d: load_lm_checkpoint(source_dir, d, "pretrained") if source_dir else None for d in directions}
     data = load_dataset(cfg.dataset, cfg.data_root)
     lm_texts = data.train_texts + data.lm_extra + (data.test_texts if cfg.dataset.use_test_for_lm else [])
-    sources = {d: load_lm_checkpoint(source_dir, d, "pretrained") if source_dir else None for d in directions}
     numericalizer = target_numericalizer(cfg, lm_texts, sources[directions[0]])
     cache = token_cache_dir(cfg)
     train_docs, valid_docs = encode(numericalizer, lm_texts, cache), encode(numericalizer, data.valid_texts, cache)
     results = {}
     for direction in directions:
-        if (done := run.finished_result(direction)) is not None:
-            results[direction] = done
+        if (done := ctx.finished(direction)) is not None:
+            results[direction] = done["result"]
             continue
-        model = build_lm_from(cfg, numericalizer, sources[direction])
-        results[direction] = train_lm(run, model, numericalizer, train_docs, valid_docs, direction)
-    return run.finish(results, started_from=str(source_dir) if source_dir else None,
-                      dataset=data.name, warnings=data.warnings)
+        model = lm_from(cfg.model, numericalizer, sources[direction])
+        results[direction] = train_lm(ctx, model, numericalizer, train_docs, valid_docs, direction)
+    return ctx.finish(results, started_from=source_dir, dataset=data.name, warnings=data.warnings)

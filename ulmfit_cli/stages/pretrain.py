@@ -5,23 +5,24 @@ Fit the tokenizer/vocabulary on the general corpus, then train an AWD-LSTM LM pe
 from __future__ import annotations
 
 from ..data import load_pretraining_corpus
-from ..data.tokenizers import fit_numericalizer
 from ..data.token_cache import token_cache_dir
-from .common import Run
-from .lm import build_lm_from, encode, train_lm
+from ..data.tokenizers import fit_numericalizer
+from ..model_io import lm_from
+from .context import RunContext
+from .lm import encode, train_lm
 
 
-def run(cfg) -> dict:
-    run = Run(cfg)
+def run(ctx: RunContext) -> dict:
+    cfg = ctx.cfg
     corpus = load_pretraining_corpus(cfg.dataset, cfg.data_root)
     numericalizer = fit_numericalizer(corpus.train_texts, cfg.tokenizer)
     cache = token_cache_dir(cfg)
     train_docs, valid_docs = encode(numericalizer, corpus.train_texts, cache), encode(numericalizer, corpus.valid_texts, cache)
     results = {}
     for direction in cfg.bidirectional.directions:
-        if (done := run.finished_result(direction)) is not None:
-            results[direction] = done
+        if (done := ctx.finished(direction)) is not None:
+            results[direction] = done["result"]
             continue
-        model = build_lm_from(cfg, numericalizer)
-        results[direction] = train_lm(run, model, numericalizer, train_docs, valid_docs, direction)
-    return run.finish(results, vocab_size=len(numericalizer.itos), dataset=corpus.name)
+        model = lm_from(cfg.model, numericalizer)
+        results[direction] = train_lm(ctx, model, numericalizer, train_docs, valid_docs, direction)
+    return ctx.finish(results, vocab_size=len(numericalizer.itos), dataset=corpus.name)

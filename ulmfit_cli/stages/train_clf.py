@@ -11,143 +11,129 @@ import logging
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 
-from .. import distributed
 from ..data import load_dataset
 from ..data.batching import MIN_ROWS, ClassifierBatches
-from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
 from ..data.token_cache import token_cache_dir
+from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
 from ..errors import UserError
-from ..training.loop import Trainer
+from ..model_io import classifier_from, clf_payload, sized_like
 from ..training.param_groups import unfreeze_plan
-from ..training.schedules import make_schedule
-from .clf import (all_negative_f1, build_classifier_for, clf_step, load_encoder_from_lm, most_frequent_label_f1,
-                  scores, sharded_predict_proba, tune_threshold)
-from .common import Run, find_source_run, load_lm_checkpoint
-from .lm import DDPForward, Interrupted, encode, make_optimizer, reseed_rank, stop_on_signal, track_progress
+from .clf import (all_negative_f1, clf_step, label_ids, most_frequent_label_f1, scores, sharded_predict_proba,
+                  tune_threshold)
+from .context import RunContext
+from .lm import encode
+from .sources import find_source_run, load_lm_checkpoint
+from .wiring import fit, make_trainer
 
 log = logging.getLogger("ulmfit")
+SPLITS = ("train", "valid", "test")
 
 
-def label_ids(labels, classes: list[str], multi_label: bool) -> np.ndarray:
-    index = {c: i for i, c in enumerate(classes)}
-    if multi_label:
-        y = np.zeros((len(labels), len(classes)), dtype=np.float32)
-        for r, labs in enumerate(labels):
-            for lab in labs:
-                if lab in index:
-                    y[r, index[lab]] = 1.0
-        return y
-    return np.array([index.get(str(lab), -1) for lab in labels], dtype=np.int64)
-
-
-def run(cfg) -> dict:
+def run(ctx: RunContext) -> dict:
+    cfg = ctx.cfg
     directions = list(cfg.bidirectional.directions)
     source_dir = find_source_run(cfg.lm, cfg.stage, cfg.outputs_root, directions, "lm")
     sources = {d: load_lm_checkpoint(source_dir, d, "lm") if source_dir else None for d in directions}
-    run = Run(cfg)
-    data = load_dataset(cfg.dataset, cfg.data_root)
-    if not data.labelled:
-        raise UserError(f"dataset={data.name} has no labels, so no classifier can be trained on it.",
-                        "Pick a labelled dataset (e.g. dataset=trec6) or set dataset.label_col=<column>.")
-    multi = bool(cfg.dataset.multi_label)
-    classes = list(data.classes)
+    data = labelled_dataset(cfg)
+    multi, classes = bool(cfg.dataset.multi_label), list(data.classes)
     src = sources[directions[0]]
     numericalizer = (numericalizer_from_state(src["numericalizer"]) if src
                      else fit_numericalizer(data.train_texts, cfg.tokenizer))
     cache = token_cache_dir(cfg)
-    docs = {s: encode(numericalizer, getattr(data, f"{s}_texts"), cache) for s in ("train", "valid", "test")}
-    ys = {s: label_ids(getattr(data, f"{s}_labels"), classes, multi) for s in ("train", "valid", "test")}
-    for w in data.warnings:
-        log.warning(w)
+    docs = {s: encode(numericalizer, getattr(data, f"{s}_texts"), cache) for s in SPLITS}
+    ys = {s: label_ids(getattr(data, f"{s}_labels"), classes, multi) for s in SPLITS}
+    check_enough_documents(len(docs["train"]), ctx.ranks.world_size)
 
-    t = cfg.train
-    eval_bs = t.eval_bs or t.bs
-    ctx = distributed.current()
-    if len(docs["train"]) < MIN_ROWS * ctx.world_size:
-        raise UserError(f"The training split has {len(docs['train'])} document(s); a classifier batch needs at least "
-                        f"{MIN_ROWS} per process (BatchNorm's batch statistics) on {ctx.world_size} process(es).",
-                        "Give more training documents (or lower dataset.valid_frac).")
-    results, probs = {}, {"valid": [], "test": []}
+    results, probs, threshold = {}, {"valid": [], "test": []}, None
     for direction in directions:
-        if (done := run.finished(direction)) is not None:  # resumed past this direction
-            results[direction] = done["result"]
-            for split in ("valid", "test"):
-                probs[split].append(done["probs"][split].numpy())
-            threshold = done["threshold"]
-            continue
-        reverse = direction == "bwd"
-        source = sources[direction]
-        model = build_classifier_for(cfg, len(classes), len(numericalizer.itos), numericalizer.pad_id,
-                                     source["model_config"] if source else None)
-        if source:
-            load_encoder_from_lm(model, source)
-        if ctx.enabled and run.device.type == "cuda":  # batch statistics over the global batch (no CPU kernel)
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model.to(run.device)
-        groups = model.layer_groups()
-        opt, lrs = make_optimizer(cfg, groups)
-        train = ClassifierBatches(docs["train"], ys["train"], t.bs, numericalizer.pad_id, t.bptt, seed=cfg.seed,
-                                  reverse=reverse, rank=ctx.rank, world_size=ctx.world_size)
-
-        def proba(m, split):
-            ctx.broadcast_buffers(m)
-            return sharded_predict_proba(m, docs[split], ctx, bs=eval_bs, pad_id=numericalizer.pad_id, reverse=reverse,
-                                         device=run.device, precision=run.precision, multi_label=multi)
-
-        seen = {}  # split -> (global step, probabilities) of the latest evaluation
-
-        def evaluate(m, split="valid"):
-            p = proba(m, split)
-            seen[split] = (trainer.state.global_step, p)
-            return scores(p, ys[split], multi, tune_threshold(p, ys[split]) if multi else 0.5)
-
-        def final_proba(split):
-            # the last epoch's evaluation already scored these weights unless a step came after it
-            step, p = seen.get(split, (None, None))
-            return p if step == trainer.state.global_step else proba(model, split)
-
-        forward = DDPForward(model, run.device) if ctx.enabled else None
-        trainer = Trainer(model, opt, lrs, make_schedule(cfg.schedule), clf_step(run.device, multi, forward), evaluate,
-                          device=run.device, precision=run.precision, clip=t.clip, on_nan=t.on_nan,
-                          log_row=run.log_row(direction), progress=run.progress,
-                          max_steps_per_epoch=t.max_steps_per_epoch, collective=ctx)
-        if ctx.enabled:
-            reseed_rank(cfg.seed, ctx.rank, 0)
-        track_progress(run, trainer, direction)
-        with stop_on_signal(trainer):
-            trainer.fit(train, unfreeze_plan(cfg.unfreeze, len(groups), t.epochs))
-        if trainer.stop_requested:  # asked during the last evaluation: saved at its epoch's end
-            raise Interrupted(run.dir)
-        for split in ("valid", "test"):
-            probs[split].append(final_proba(split))
-        res, threshold = split_scores(probs["valid"][-1], probs["test"][-1], ys, multi)
-        run.metrics({"direction": direction, "epoch": trainer.state.epoch, "step": trainer.state.global_step,
-                     "split": "test", "loss": res["test_loss"], "accuracy": res["test_accuracy"],
-                     **({"f1_micro": res["test_f1_micro"], "f1_macro": res["test_f1_macro"]} if multi else {}),
-                     "elapsed_s": round(trainer.elapsed(), 3)})
-        results[direction] = res
-        run.save(direction, {"kind": "clf", "direction": direction, "classes": classes, "multi_label": multi,
-                             "threshold": threshold,
-                             "pad_id": numericalizer.pad_id,
-                             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                             "model_config": OmegaConf.to_container(
-                                 OmegaConf.merge(cfg.model, source["model_config"]) if source else cfg.model,
-                                 resolve=True),
-                             "numericalizer": numericalizer.state(),
-                             "vocab_identity": numericalizer.identity(),
-                             "result": res,
-                             "probs": {s: torch.from_numpy(probs[s][-1]) for s in ("valid", "test")}})
-
+        done = ctx.finished(direction) or train_direction(ctx, direction, sources[direction], numericalizer,
+                                                          docs, ys, classes)
+        results[direction], threshold = done["result"], done["threshold"]
+        for split in probs:
+            probs[split].append(torch.as_tensor(done["probs"][split]).numpy())
     if len(directions) > 1:
         results["ensemble"], threshold = split_scores(np.mean(probs["valid"], axis=0), np.mean(probs["test"], axis=0),
                                                       ys, multi)
-    if run.writes:
-        write_predictions(run.dir / "predictions_test.csv", data.test_texts, data.test_labels, classes,
+    if ctx.writes:
+        write_predictions(ctx.dir / "predictions_test.csv", data.test_texts, data.test_labels, classes,
                           probs["test"], multi, threshold)
-    return run.finish(results, started_from=str(source_dir) if source_dir else None, dataset=data.name,
-                      classes=classes, n_train=len(docs["train"]), warnings=data.warnings, **baselines(ys, multi))
+    return ctx.finish(results, started_from=source_dir, dataset=data.name, classes=classes,
+                      n_train=len(docs["train"]), warnings=data.warnings, **baselines(ys, multi))
+
+
+def train_direction(ctx: RunContext, direction: str, source: dict | None, numericalizer, docs: dict, ys: dict,
+                    classes: list[str]) -> dict:
+    """Train, score and save one direction's classifier; returns its checkpoint payload."""
+    cfg, t, ranks = ctx.cfg, ctx.cfg.train, ctx.ranks
+    multi = bool(cfg.dataset.multi_label)
+    model = classifier_from(cfg.model, numericalizer, len(classes), t.bptt, t.max_len, source)
+    if ranks.enabled and ctx.device.type == "cuda":  # batch statistics over the global batch (no CPU kernel)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(ctx.device)
+    scorer = SplitScorer(ctx, model, docs, numericalizer.pad_id, reverse=direction == "bwd", multi_label=multi)
+    train = ClassifierBatches(docs["train"], ys["train"], t.bs, numericalizer.pad_id, t.bptt, seed=cfg.seed,
+                              reverse=direction == "bwd", rank=ranks.rank, world_size=ranks.world_size)
+    trainer = make_trainer(ctx, model, clf_step(ctx.device, multi), scorer.validation_scores(ys["valid"]), direction)
+    history = fit(ctx, trainer, train, unfreeze_plan(cfg.unfreeze, len(model.layer_groups()), t.epochs))
+    last_eval_is_current = bool(history) and history[-1]["step"] == trainer.state.global_step
+    p = {"valid": scorer.proba("valid", reuse_last=last_eval_is_current), "test": scorer.proba("test")}
+    result, threshold = split_scores(p["valid"], p["test"], ys, multi)
+    ctx.metrics({"direction": direction, "epoch": trainer.state.epoch, "step": trainer.state.global_step,
+                 "split": "test", "loss": result["test_loss"], "accuracy": result["test_accuracy"],
+                 **({"f1_micro": result["test_f1_micro"], "f1_macro": result["test_f1_macro"]} if multi else {}),
+                 "elapsed_s": round(trainer.elapsed(), 3)})
+    payload = clf_payload(model, numericalizer, sized_like(cfg.model, source), direction, classes=classes,
+                          multi_label=multi, threshold=threshold, result=result, probs=p)
+    ctx.save(direction, payload)
+    return payload
+
+
+class SplitScorer:
+    """Class probabilities of a split under the model's current weights (sharded over the ranks).
+    The last validation pass is kept, so the final scores need not predict it again."""
+
+    def __init__(self, ctx: RunContext, model, docs: dict, pad_id: int, *, reverse: bool, multi_label: bool):
+        self.ctx, self.model, self.docs = ctx, model, docs
+        self.kw = dict(bs=ctx.cfg.train.eval_bs or ctx.cfg.train.bs, pad_id=pad_id, reverse=reverse,
+                       device=ctx.device, precision=ctx.precision, multi_label=multi_label)
+        self.last_valid: np.ndarray | None = None
+
+    def proba(self, split: str, reuse_last: bool = False) -> np.ndarray:
+        if split == "valid" and reuse_last and self.last_valid is not None:
+            return self.last_valid
+        self.ctx.ranks.broadcast_buffers(self.model)
+        p = sharded_predict_proba(self.model, self.docs[split], self.ctx.ranks, **self.kw)
+        if split == "valid":
+            self.last_valid = p
+        return p
+
+    def validation_scores(self, gold: np.ndarray):
+        """The Trainer's eval_fn: loss and accuracy (and F1 at the tuned threshold) on validation."""
+        multi = self.kw["multi_label"]
+
+        def evaluate(model) -> dict:
+            p = self.proba("valid")
+            return scores(p, gold, multi, tune_threshold(p, gold) if multi else 0.5)
+
+        return evaluate
+
+
+def labelled_dataset(cfg):
+    data = load_dataset(cfg.dataset, cfg.data_root)
+    if not data.labelled:
+        raise UserError(f"dataset={data.name} has no labels, so no classifier can be trained on it.",
+                        "Pick a labelled dataset (e.g. dataset=trec6) or set dataset.label_col=<column>.")
+    for w in data.warnings:
+        log.warning(w)
+    return data
+
+
+def check_enough_documents(n_train: int, world_size: int) -> None:
+    if n_train < MIN_ROWS * world_size:
+        raise UserError(f"The training split has {n_train} document(s); a classifier batch needs at least "
+                        f"{MIN_ROWS} per process (BatchNorm's batch statistics) on {world_size} process(es).",
+                        "Give more training documents (or lower dataset.valid_frac).")
 
 
 def split_scores(p_valid: np.ndarray, p_test: np.ndarray, ys: dict, multi: bool) -> tuple[dict, float | None]:

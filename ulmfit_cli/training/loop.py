@@ -1,12 +1,20 @@
 """A plain supervised training loop: phases of epochs, per-group LRs on a schedule, eval each epoch.
 
-It knows nothing of language models or ULMFiT: the stage passes a `step_fn` that turns a batch
-into a loss, an `eval_fn`, the batches, and the phases (which groups train, for how long).
+It knows nothing of language models or ULMFiT. A stage gives it, at construction:
+- `step_fn(forward, batch) -> StepOut`: the loss of a batch (`forward` is the model, or the model
+  wrapped for data-parallel training);
+- `eval_fn(model) -> dict`: the validation metrics;
+- `callbacks`: small objects whose hooks run at epoch start, after each step and at epoch end
+  (metrics rows, progress, checkpoints; see callbacks.py);
+- `stop`: a flag a signal handler sets (the loop stops after the current batch);
+- `ranks`: for data-parallel training, the collective over which, once per step, the ranks sum the
+  logged loss and unit counts (every row of metrics.csv describes the global batch) and agree on a
+  non-finite loss and on a stop, so that all ranks skip, stop or go on together;
+- what only a language model has: `carry`, the hidden state carried from batch to batch, and
+  `lr_scale(batch)`, variable BPTT's LR factor (seq_len / bptt).
 
-Data-parallel training passes a `collective` (ulmfit_cli/distributed.py's Context): once per step
-the ranks then sum the logged loss and unit counts (every row of metrics.csv describes the global
-batch) and agree on a non-finite loss and on a stop request, so that all ranks skip, stop or go
-on together. Gradient averaging is the step_fn's model's business (DistributedDataParallel).
+`train_step(batch)` is one optimiser step exactly as `fit` takes it (the benchmark times it);
+`evaluate()` scores the model as at an epoch's end.
 """
 from __future__ import annotations
 
@@ -14,18 +22,14 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Protocol
 
 import torch
 
+from ..errors import NonFiniteLoss
+from ..runtime import StopFlag, rng_state, set_rng_state
 from .param_groups import Phase
 from .schedules import Schedule
-
-
-class NonFiniteLoss(RuntimeError):
-    def __init__(self, step: int, value: float):
-        self.step, self.value = step, value
-        super().__init__(f"loss became {value} at step {step}")
 
 
 @dataclass
@@ -35,12 +39,35 @@ class StepOut:
     report_loss: float | None = None  # loss to log, if different from `loss` (e.g. without AR/TAR)
 
 
+@dataclass
+class StepResult:
+    """One train_step, as agreed over the ranks: the loss to log (None when skipped), units, gradient norm."""
+
+    loss: float | None
+    units: int
+    grad_norm: float | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return self.loss is None
+
+
 class Collective(Protocol):
     """What the loop needs of a process group: sums over ranks (identity on one process)."""
 
     world_size: int
 
     def sum(self, values: list[float]) -> list[float]: ...
+
+
+class Carry(Protocol):
+    """State a model carries from one batch to the next (an LM's hidden state)."""
+
+    def reset(self) -> None: ...
+
+    def get(self) -> list | None: ...
+
+    def set(self, state: list | None) -> None: ...
 
 
 class Batches(Protocol):
@@ -79,33 +106,136 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         base_lrs: list[float],
         schedule: Schedule,
-        step_fn: Callable[[torch.nn.Module, object], StepOut],
+        step_fn: Callable[[Callable, object], StepOut],
         eval_fn: Callable[[torch.nn.Module], dict],
         *,
         device: torch.device,
         precision: str = "fp32",
         clip: float | None = None,
         on_nan: str = "stop",
-        log_row: Callable[[dict], None] = lambda row: None,
-        on_step: Callable[["Trainer"], None] | None = None,
-        on_epoch_end: Callable[["Trainer", dict], None] | None = None,
-        progress=None,
+        forward: Callable | None = None,
+        carry: Carry | None = None,
+        lr_scale: Callable[[object], float] | None = None,
+        callbacks: Iterable = (),
+        stop: StopFlag | None = None,
+        ranks: Collective | None = None,
         max_steps_per_epoch: int | None = None,
-        collective: Collective | None = None,
     ):
         self.model, self.opt, self.base_lrs, self.schedule = model, optimizer, base_lrs, schedule
         self.step_fn, self.eval_fn = step_fn, eval_fn
         self.device, self.precision, self.clip, self.on_nan = device, precision, clip, on_nan
-        self.log_row, self.on_step, self.on_epoch_end = log_row, on_step, on_epoch_end
-        self.progress = progress
+        self.forward = forward or model
+        self.carry, self.lr_scale = carry, lr_scale
+        self.callbacks = list(callbacks)
+        self.stop = stop or StopFlag()
+        self.ranks = ranks if ranks is not None and ranks.world_size > 1 else None
         self.max_steps = max_steps_per_epoch
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.state = LoopState()
-        self.collective = collective if collective is not None and collective.world_size > 1 else None
-        self.stop_requested = False  # set by a signal handler, at any time
-        self.stopping = False  # the stop every rank agreed on, checked between steps
+        self.stopping = False  # the stop every rank agreed on, set by train_step
         self.t0 = time.perf_counter()
         self.elapsed_before = 0.0  # wall time of earlier (resumed-from) processes
+
+    # -- one step and one evaluation -------------------------------------------------------
+    def train_step(self, batch, lr_factor: float = 1.0) -> StepResult:
+        """Set the LRs (schedule factor x the batch's own scale), forward, backward, clip, step."""
+        scale = lr_factor * (self.lr_scale(batch) if self.lr_scale else 1.0)
+        for g, base in zip(self.opt.param_groups, self.base_lrs):
+            g["lr"] = base * scale
+        with autocast_for(self.device, self.precision):
+            out = self.step_fn(self.forward, batch)
+        loss = out.loss
+        finite = bool(torch.isfinite(loss.detach()))
+        report = out.report_loss if out.report_loss is not None else float(loss.detach())
+        report, units, finite = self._agree(report if finite else 0.0, out.n_units, finite)
+        if not finite:
+            if self.on_nan != "skip":
+                raise NonFiniteLoss(self.state.global_step, float(loss.detach()))
+            self.opt.zero_grad(set_to_none=True)
+            return StepResult(None, units)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        params = [p for g in self.opt.param_groups for p in g["params"] if p.grad is not None]
+        gnorm = torch.nn.utils.clip_grad_norm_(params, self.clip if self.clip else math.inf)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        return StepResult(report, units, float(gnorm))
+
+    def _agree(self, loss: float, units: int, finite: bool) -> tuple[float, int, bool]:
+        """On several ranks, one small all-reduce: the mean loss, total units, any NaN, any stop."""
+        if self.ranks is None:
+            self.stopping = self.stop.requested
+            return loss, units, finite
+        total, units, bad, stop = self.ranks.sum([loss, float(units), float(not finite), float(self.stop.requested)])
+        self.stopping = stop > 0
+        return total / self.ranks.world_size, int(units), bad == 0
+
+    def evaluate(self) -> dict:
+        self.model.eval()
+        with torch.no_grad(), autocast_for(self.device, self.precision):
+            return self.eval_fn(self.model)
+
+    # -- the loop ------------------------------------------------------------------------
+    def fit(self, batches: Batches, phases: list[Phase]) -> list[dict]:
+        """Train through every phase; the LR schedule restarts with each phase (as the reference)."""
+        n = min(len(batches), self.max_steps) if self.max_steps else len(batches)
+        first = 0
+        try:
+            for phase in phases:
+                last = first + phase.epochs
+                if self.state.epoch < last:
+                    self._set_trainable(phase.trainable)
+                for epoch in range(max(first, self.state.epoch), last):
+                    self._train_epoch(batches, epoch, (epoch - first) * n, phase.epochs * n, n)
+                    if self.stopping:
+                        return self.state.history
+                first = last
+        finally:
+            self._call("on_fit_end")
+        return self.state.history
+
+    def _train_epoch(self, batches: Batches, epoch: int, phase_offset: int, phase_total: int, n: int) -> None:
+        self.model.train()
+        skip = self.state.step_in_epoch
+        if skip == 0 and self.carry is not None:
+            self.carry.reset()
+        self._call("on_epoch_start", epoch, n, skip)
+        t_last = time.perf_counter()
+        for i, batch in enumerate(batches.epoch(epoch)):
+            if i >= n:
+                break
+            if i < skip:
+                continue
+            result = self.train_step(batch, self.schedule(phase_offset + i, phase_total))
+            if result.skipped:
+                self.state.sums["skipped"] += 1
+                self._advance()
+                continue
+            now = time.perf_counter()
+            self._add(result, now - t_last)
+            t_last = now
+            self._advance()
+            self._call("on_step_end", result)
+            if self.stopping:
+                break
+        if self.stopping and self.state.step_in_epoch < n:
+            return
+        self._end_epoch(epoch)
+
+    def _end_epoch(self, epoch: int) -> None:
+        sums, lr = self.state.sums, self.opt.param_groups[-1]["lr"]
+        self.state.epoch, self.state.step_in_epoch, self.state.sums = epoch + 1, 0, dict(EMPTY_SUMS)
+        n_done = max(sums["n"], 1)
+        train_row = dict(epoch=epoch + 1, step=self.state.global_step, split="train",
+                         loss=sums["loss"] / n_done, lr=lr,
+                         throughput=sums["units"] / sums["seconds"] if sums["seconds"] > 0 else None,
+                         grad_norm=sums["grad_norm"] / n_done, skipped_batches=sums["skipped"])
+        val_row = dict(epoch=epoch + 1, step=self.state.global_step, split="valid", lr=lr, **self.evaluate())
+        for row in (train_row, val_row):
+            row["elapsed_s"] = round(self.elapsed(), 3)
+            self.state.history.append(row)
+        self._call("on_epoch_end", [train_row, val_row])
 
     # -- bookkeeping ---------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -116,117 +246,28 @@ class Trainer:
             for p in group["params"]:
                 p.requires_grad_(on)
 
-    def _steps_in_epoch(self, batches: Batches) -> int:
-        return min(len(batches), self.max_steps) if self.max_steps else len(batches)
-
-    # -- the loop ------------------------------------------------------------------------
-    def fit(self, batches: Batches, phases: list[Phase]) -> list[dict]:
-        """Train through every phase; the LR schedule restarts with each phase (as the reference)."""
-        n = self._steps_in_epoch(batches)
-        epoch_starts = [0]
-        for ph in phases:
-            epoch_starts.append(epoch_starts[-1] + ph.epochs)
-        for ph_idx, phase in enumerate(phases):
-            first, last = epoch_starts[ph_idx], epoch_starts[ph_idx + 1]
-            if self.state.epoch >= last:
-                continue
-            self._set_trainable(phase.trainable)
-            total = phase.epochs * n
-            for epoch in range(max(first, self.state.epoch), last):
-                self._train_epoch(batches, epoch, (epoch - first) * n, total, n)
-                if self.stopping:
-                    return self.state.history
-        return self.state.history
-
-    def _train_epoch(self, batches: Batches, epoch: int, phase_offset: int, phase_total: int, n: int):
-        model = self.model
-        model.train()
-        skip = self.state.step_in_epoch
-        if skip == 0 and hasattr(model, "reset"):
-            model.reset()
+    def _add(self, result: StepResult, seconds: float) -> None:
         sums = self.state.sums
-        t_last = time.perf_counter()
-        task = self.progress.start(f"epoch {epoch + 1}", n, skip) if self.progress else None
-        it: Iterator = iter(batches.epoch(epoch))
-        for i, batch in enumerate(it):
-            if i >= n:
-                break
-            if i < skip:
-                continue
-            factor = self.schedule(phase_offset + i, phase_total) * getattr(batch, "lr_scale", 1.0)
-            for g, base in zip(self.opt.param_groups, self.base_lrs):
-                g["lr"] = base * factor
-            with autocast_for(self.device, self.precision):
-                out = self.step_fn(model, batch)
-            loss = out.loss
-            finite = bool(torch.isfinite(loss.detach()))
-            report = out.report_loss if out.report_loss is not None else float(loss.detach())
-            units, stop_now = out.n_units, None
-            if self.collective is not None:  # one small all-reduce: mean loss, total units, any NaN, any stop
-                total, units, bad, stop = self.collective.sum(
-                    [report if finite else 0.0, float(units), float(not finite), float(self.stop_requested)])
-                report, units, finite, stop_now = total / self.collective.world_size, int(units), bad == 0, stop > 0
-            if not finite:
-                if self.on_nan == "skip":
-                    self.opt.zero_grad(set_to_none=True)
-                    sums["skipped"] += 1
-                    self._advance()
-                    continue
-                raise NonFiniteLoss(self.state.global_step, float(loss.detach()))
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.opt)
-            params = [p for g in self.opt.param_groups for p in g["params"] if p.grad is not None]
-            gnorm = torch.nn.utils.clip_grad_norm_(params, self.clip if self.clip else math.inf)
-            self.scaler.step(self.opt)
-            self.scaler.update()
-            self.opt.zero_grad(set_to_none=True)
-            sums["loss"] += report
-            sums["n"] += 1
-            sums["grad_norm"] += float(gnorm)
-            sums["units"] += units
-            now = time.perf_counter()
-            sums["seconds"] += now - t_last
-            t_last = now
-            self._advance()
-            if task is not None:
-                self.progress.advance(task, sums["loss"] / sums["n"])
-            self.stopping = self.stop_requested if stop_now is None else stop_now
-            if self.on_step:
-                self.on_step(self)
-            if self.collective is None:  # one process: a stop asked for by on_step itself counts now
-                self.stopping = self.stop_requested
-            if self.stopping:
-                break
-        if task is not None:
-            self.progress.stop(task)
-        if self.stopping and self.state.step_in_epoch < n:
-            return
-        lr = self.opt.param_groups[-1]["lr"]
-        self.state.epoch = epoch + 1
-        self.state.step_in_epoch = 0
-        self.state.sums = dict(EMPTY_SUMS)
-        n_done = max(sums["n"], 1)
-        train_row = dict(epoch=epoch + 1, step=self.state.global_step, split="train",
-                         loss=sums["loss"] / n_done, lr=lr,
-                         throughput=sums["units"] / sums["seconds"] if sums["seconds"] > 0 else None,
-                         grad_norm=sums["grad_norm"] / n_done, skipped_batches=sums["skipped"])
-        model.eval()
-        with torch.no_grad(), autocast_for(self.device, self.precision):
-            val = self.eval_fn(model)
-        val_row = dict(epoch=epoch + 1, step=self.state.global_step, split="valid", lr=lr, **val)
-        for row in (train_row, val_row):
-            row["elapsed_s"] = round(self.elapsed(), 3)
-            self.state.history.append(row)
-            self.log_row(row)
-        if self.on_epoch_end:
-            self.on_epoch_end(self, val_row)
+        sums["loss"] += result.loss
+        sums["n"] += 1
+        sums["grad_norm"] += result.grad_norm
+        sums["units"] += result.units
+        sums["seconds"] += seconds
+
+    def _advance(self) -> None:
+        self.state.step_in_epoch += 1
+        self.state.global_step += 1
+
+    def _call(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(self, *args)
 
     # -- resume ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: weights, optimiser, loop position, RNGs."""
-        from ..runtime import rng_state
-
-        extra = getattr(self.model, "hidden", None)
+        carried = self.carry.get() if self.carry is not None else None
         return {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.opt.state_dict(),
@@ -235,25 +276,19 @@ class Trainer:
                      "global_step": self.state.global_step, "history": self.state.history,
                      "sums": dict(self.state.sums)},
             "rng": rng_state(),
-            "hidden": [[h.cpu(), c.cpu()] for h, c in extra] if extra is not None else None,
+            "hidden": [[h.cpu(), c.cpu()] for h, c in carried] if carried is not None else None,
             "elapsed_s": self.elapsed(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        from ..runtime import set_rng_state
-
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         loop = state["loop"]
         self.state = LoopState(loop["epoch"], loop["step_in_epoch"], loop["global_step"], list(loop["history"]),
                                dict(loop["sums"]))
-        if state.get("hidden") is not None and hasattr(self.model, "hidden"):
-            self.model.hidden = [(h.to(self.device), c.to(self.device)) for h, c in state["hidden"]]
+        if state.get("hidden") is not None and self.carry is not None:
+            self.carry.set([(h.to(self.device), c.to(self.device)) for h, c in state["hidden"]])
         set_rng_state(state["rng"])
         self.elapsed_before = state["elapsed_s"]
         self.t0 = time.perf_counter()
-
-    def _advance(self) -> None:
-        self.state.step_in_epoch += 1
-        self.state.global_step += 1

@@ -5,8 +5,12 @@ A model exposes `layer_groups()` (lowest first); nothing here knows what the gro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch.nn as nn
+from ..errors import UserError
+
+if TYPE_CHECKING:  # only for hints: `ulmfit report` draws schedules without loading torch
+    import torch.nn as nn
 
 
 def group_params(groups: list[list[nn.Module]]) -> list[list[nn.Parameter]]:
@@ -57,8 +61,6 @@ def unfreeze_plan(cfg, n_groups: int, epochs: int) -> list[Phase]:
         phases = [Phase([i == g for i in range(n_groups)], cfg.epochs_per_phase)
                   for g in range(n_groups - 1, -1, -1)]
         return phases + [Phase([True] * n_groups, max(epochs - sum(p.epochs for p in phases), 1))]
-    from ..errors import UserError
-
     raise UserError(
         f"Unknown unfreeze.name '{cfg.name}'.",
         "Use unfreeze=gradual, unfreeze=none, unfreeze=last or unfreeze=chain_thaw.",

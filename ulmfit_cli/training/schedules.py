@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from ..errors import UserError
+
 Schedule = Callable[[int, int], float]
 
 
@@ -45,8 +47,6 @@ def make_schedule(cfg) -> Schedule:
         return lambda t, T: one_cycle(t, T, cfg.pct_start, cfg.div, cfg.div_final)
     if cfg.name == "constant":
         return constant
-    from ..errors import UserError
-
     raise UserError(
         f"Unknown schedule.name '{cfg.name}'.",
         "Use schedule=stlr, schedule=one_cycle or schedule=constant.",

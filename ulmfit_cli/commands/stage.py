@@ -1,0 +1,171 @@
+"""`ulmfit pretrain|finetune-lm|train-clf [overrides]`: the training stages as Hydra apps.
+
+Each stage has one primary config (conf/pretrain.yaml, ...) and one recipe (ulmfit_cli/stages/).
+argv is rewritten so Hydra sees `ulmfit-<stage> <overrides/flags>`, and every Hydra flag keeps
+working (-m, --cfg job, --help, hydra.run.dir=..., hydra/launcher=...). Before Hydra writes
+anything, a run directory holding an earlier run, an unwritable outputs root and `resume=` are
+dealt with; then each job makes the run context and runs the recipe.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from .. import config, distributed, runtime
+from ..errors import UserError, print_error, reraise_for_user
+from ..reporting.objective import check_objective, objective_value
+from ..stages import finetune_lm, pretrain, train_clf
+from ..stages.context import RunContext, has_outputs
+
+STAGES = {
+    # subcommand: (primary config, recipe)
+    "pretrain": ("pretrain", pretrain),
+    "finetune-lm": ("finetune_lm", finetune_lm),
+    "train-clf": ("train_clf", train_clf),
+}
+
+
+def log_to_files(message: str) -> None:
+    """Record an error in train.log only: the terminal gets the one-paragraph message."""
+    record = logging.getLogger("ulmfit").makeRecord("ulmfit", logging.ERROR, __file__, 0, message, None, None)
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler):
+            h.handle(record)
+
+
+def refuse_existing_run_dir(argv: list[str]) -> None:
+    """Hydra writes .hydra/ into the run dir before the job starts: check before it does."""
+    resuming = any(a.startswith("resume=") and a != "resume=null" for a in argv)
+    for a in argv:
+        if a.startswith("hydra.run.dir="):
+            d = Path(a.split("=", 1)[1])
+            if has_outputs(d) and not resuming:
+                raise UserError(
+                    f"hydra.run.dir={d} already holds the outputs of an earlier run; ulmfit never overwrites them.",
+                    "Pick a new directory (or leave hydra.run.dir unset), or continue it with resume=<that dir>.",
+                )
+
+
+MIN_FREE_BYTES = 1 << 16  # what Hydra writes before the job starts (.hydra/, train.log), with room to spare
+
+
+def check_outputs_writable(argv: list[str], subcommand: str) -> None:
+    """Hydra creates the run dir and writes .hydra/ before the job starts: a path through a regular
+    file, a read-only directory, or a disk without room for those few files, is a clean error."""
+    given = [a for a in argv if a.startswith(("outputs_root=", "hydra.run.dir=", "hydra.sweep.dir="))]
+    for a in given or ["outputs_root=outputs"]:
+        key, value = a.split("=", 1)
+        p = Path(value) / subcommand if key == "outputs_root" else Path(value)  # where the run dir goes
+        for parent in [p, *p.parents]:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise UserError(f"{key}={value}: {parent} is a file, so no run directory can be made under it.",
+                                    f"Point {key}= at a directory (or a path that does not exist yet).")
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    raise UserError(f"{key}={value}: {parent.resolve()} is read-only (or not ours), so no run "
+                                    "directory can be made in it; earlier runs there are left as they are.",
+                                    f"Point {key}= at a writable directory, or make that one writable.")
+                free = shutil.disk_usage(parent).free
+                if free < MIN_FREE_BYTES:
+                    raise UserError(f"No space left on the device holding {key}={value} ({free} bytes free in "
+                                    f"{parent.resolve()}); not even the run directory could be written.",
+                                    "Free some space or set outputs_root= to another disk.")
+                break
+
+
+def expand_resume(subcommand: str, argv: list[str]) -> list[str]:
+    """`resume=<run dir>|auto`: re-run with that run's own overrides, in that run's directory."""
+    value = next((a.split("=", 1)[1] for a in argv if a.startswith("resume=")), None)
+    if value in (None, "null", "None", ""):
+        return argv
+    if any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in argv):
+        if value == "auto":  # left to each job: it continues its own job dir when re-run (a requeued SLURM job)
+            return argv
+        raise UserError(f"resume={value} continues one run; it cannot be combined with -m.",
+                        "In a sweep use resume=auto: a job that is re-run (e.g. requeued by SLURM) then continues "
+                        "from its own directory's checkpoints.")
+    if value == "auto":
+        root = Path(next((a.split("=", 1)[1] for a in argv if a.startswith("outputs_root=")), "outputs")) / subcommand
+        unfinished = [p for p in root.glob("*") if (p / "checkpoints" / "last").is_dir() and not (p / "summary.json").exists()]
+        if not unfinished:
+            raise UserError(f"resume=auto found no unfinished `{subcommand}` run with saved progress under {root}.",
+                            "Pass resume=<run dir>, or start a new run without resume=.")
+        run = max(unfinished, key=lambda p: p.stat().st_mtime)
+    else:
+        run = Path(value)
+    saved = run / ".hydra" / "overrides.yaml"
+    if not (run / "checkpoints").is_dir() or not saved.exists():
+        raise UserError(f"resume={value}: {run} is not a `{subcommand}` run with saved progress (no checkpoints/ or .hydra/).",
+                        "Pass the directory of an interrupted run (outputs/<stage>/<time>).")
+    if (run / "summary.json").exists():
+        raise UserError(f"resume={value}: that run already finished ({run}/summary.json exists).",
+                        "Nothing to resume; start a new run instead.")
+    drop = ("resume=", "hydra.run.dir=")
+    original = [o for o in OmegaConf.load(saved) if not str(o).startswith(drop)]
+    rest = [a for a in argv if not a.startswith(drop)]
+    return [*original, *rest, f"resume={run}", f"hydra.run.dir={run}"]
+
+
+def run_job(subcommand: str, cfg) -> dict | float:
+    """One Hydra job of a stage: start its processes (distributed=ddp), or join the process group
+    (under torchrun), make the run context and run the stage's recipe."""
+    check_objective(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    summary = None
+    if distributed.wants_launch(cfg):  # distributed=ddp: this job starts the processes
+        summary = distributed.launch(cfg, subcommand, list(HydraConfig.get().overrides.task), run_dir)
+    if summary is None:
+        ranks = distributed.setup(cfg, run_dir)  # one process: no group to join
+        ok = False
+        try:
+            runtime.set_threads(cfg.threads)
+            runtime.seed_everything(cfg.seed)
+            runtime.set_deterministic(cfg.deterministic)
+            ctx = RunContext.open(cfg, run_dir, ranks)
+            with runtime.stop_on_signals(ctx.stop, ddp=ranks.enabled):
+                summary = STAGES[subcommand][1].run(ctx)
+            ok = True
+        finally:
+            distributed.cleanup(ok)
+    # objective=<metric>: a float for an optimising sweeper (Optuna); else the summary dict
+    return objective_value(summary, cfg.objective) if cfg.objective else summary
+
+
+def run_stage(subcommand: str, argv: list[str]) -> int:
+    config.register()
+    config_name = STAGES[subcommand][0]
+    if os.environ.get(distributed.CHILD_ENV) != "1":  # started by distributed=ddp: the parent job checked these
+        refuse_existing_run_dir(argv)
+        check_outputs_writable(argv, subcommand)
+        argv = expand_resume(subcommand, argv)
+    argv = distributed.rewrite_argv(argv)  # under torchrun: ranks > 0 write nothing
+
+    def task(cfg):
+        try:
+            try:
+                return run_job(subcommand, cfg)
+            except (OSError, RuntimeError) as e:  # RuntimeError: NonFiniteLoss, torch.OutOfMemoryError
+                reraise_for_user(e, Path(HydraConfig.get().runtime.output_dir))
+        except UserError as e:
+            log_to_files(str(e))
+            if (code := distributed.worker_exit_code(e)) is not None:  # reported once, by another process
+                sys.exit(code)
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise  # the sweep records this job as failed and goes on
+            print_error(e, cfg.verbose)
+            sys.exit(e.exit_code)
+
+    sys.argv = [f"ulmfit-{subcommand}"] + argv
+    app = hydra.main(config_path=config.conf_dir(), config_name=config_name, version_base="1.3")(task)
+    app()
+    return 0
+
+

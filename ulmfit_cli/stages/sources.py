@@ -1,0 +1,59 @@
+"""The hand-off between stages: which earlier run a stage starts from, and its LM checkpoints."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checkpoints import load_checkpoint
+from ..errors import UserError
+
+PREVIOUS_STAGE = {"finetune-lm": "pretrain", "train-clf": "finetune-lm"}
+
+
+def find_source_run(value: str | None, stage: str, outputs_root: str, directions: list[str], key: str) -> Path | None:
+    """Resolve `pretrained=` / `lm=`: None (from scratch), 'latest', or a run directory."""
+    if value is None or str(value).lower() in ("null", "none", ""):
+        return None
+    prev = PREVIOUS_STAGE[stage]
+    need = [f"{d}.pt" for d in directions]
+    if str(value) == "latest":
+        root = Path(outputs_root) / prev
+        candidates = [p for p in root.glob("*") if (p / "summary.json").exists()
+                      and all((p / "checkpoints" / n).exists() for n in need)]
+        if not candidates:
+            raise UserError(
+                f"{key}=latest found no finished `{prev}` run with checkpoints {', '.join(need)} under {root}.",
+                f"Run `ulmfit {prev}` first (with bidirectional= matching this run), pass {key}=<run dir>, "
+                f"or {key}=null to train from scratch.",
+            )
+        return max(candidates, key=lambda p: (p / "summary.json").stat().st_mtime).resolve()
+    path = Path(str(value))
+    if not path.is_dir():
+        raise UserError(f"{key}={value}: no such run directory.",
+                        f"Pass the directory of a `{prev}` run (outputs/{prev}/<time>), latest, or null.")
+    missing = [n for n in need if not (path / "checkpoints" / n).exists()]
+    if missing:
+        raise UserError(
+            f"{key}={value} has no checkpoint {', '.join('checkpoints/' + m for m in missing)}.",
+            f"Point {key}= at a finished `{prev}` run trained with the same bidirectional= setting "
+            f"(directions {', '.join(directions)}), or use {key}=null to train from scratch.",
+        )
+    return path
+
+
+def load_lm_checkpoint(run_dir: Path, direction: str, key: str) -> dict:
+    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{direction}.pt")
+    if ckpt.get("kind") != "lm":
+        raise UserError(
+            f"{key}={run_dir} holds a {ckpt.get('stage', '?')} checkpoint ({ckpt.get('kind', '?')}), not a language model.",
+            f"Point {key}= at a pretrain or finetune-lm run directory.",
+        )
+    emb = ckpt.get("model", {}).get("encoder.encoder.weight")
+    vocab, size = len(ckpt.get("numericalizer", {}).get("itos", [])), ckpt.get("model_config", {}).get("emb_size")
+    if emb is not None and (emb.shape[0] != vocab or (size is not None and emb.shape[1] != size)):
+        raise UserError(
+            f"{key}={run_dir}: checkpoints/{direction}.pt does not match itself: its embedding matrix is "
+            f"{tuple(emb.shape)} but its vocabulary has {vocab} tokens and its model_config emb_size={size} "
+            "(a checkpoint from another vocabulary or model size, or an edited file).",
+            f"Point {key}= at an unmodified pretrain or finetune-lm run directory.",
+        )
+    return ckpt
