@@ -58,7 +58,8 @@ def test_lm_files_of_every_kind_are_read_in_order(tmp_path, monkeypatch):
     assert len(ds.train_texts) == 48 and ds.warnings == []
     # Without data_dir, relative entries start at the current folder, as train_file does.
     monkeypatch.chdir(tmp_path)
-    ds = load_dataset(DatasetConfig(name="jsonl", train_file="train.csv", lm_files=["unsup", str(tmp_path / "more.jsonl")]))
+    lm_files = ["unsup", str(tmp_path / "more.jsonl")]
+    ds = load_dataset(DatasetConfig(name="jsonl", train_file="train.csv", lm_files=lm_files))
     assert ds.lm_extra == ["folder doc a", "folder doc b", "folder doc c", "json doc"]
 
 
@@ -163,7 +164,8 @@ def hf_dir(tmp_path_factory) -> Path:
 
     def split(prefix: str, n: int, hidden: bool = False):
         return datasets.Dataset.from_dict(
-            {"sentence": [f"{prefix} {doc(i, 6)}" for i in range(n)], "label": [-1 if hidden else i % 2 for i in range(n)]},
+            {"sentence": [f"{prefix} {doc(i, 6)}" for i in range(n)],
+             "label": [-1 if hidden else i % 2 for i in range(n)]},
             features=features)
 
     folder = tmp_path_factory.mktemp("hf") / "reviews"
@@ -191,7 +193,8 @@ def test_hf_split_map_carves_missing_splits_and_reads_lm(hf_dir):
     assert (len(ds.train_texts), len(ds.valid_texts)) == (36, 4)  # valid carved: 10% of 40
     assert set(ds.train_texts + ds.valid_texts) == {f"train {doc(i, 6)}" for i in range(40)}
     assert ds.lm_extra == [f"unsup {doc(i, 6)}" for i in range(7)]
-    assert load_dataset(hf_cfg(hf_dir, split_map={"train": "train", "lm": "unsupervised"}, use_unsup=False)).lm_extra == []
+    off = hf_cfg(hf_dir, split_map={"train": "train", "lm": "unsupervised"}, use_unsup=False)
+    assert load_dataset(off).lm_extra == []
 
 
 def test_hf_single_split_with_multi_label_class_names(tmp_path):
@@ -202,7 +205,8 @@ def test_hf_single_split_with_multi_label_class_names(tmp_path):
                                features=features).save_to_disk(str(tmp_path / "one"))
     ds = load_dataset(DatasetConfig(name="hf", path=str(tmp_path / "one"), label_col="tags", multi_label=True))
     assert ds.classes == ["art", "bio", "cs"] and (len(ds.valid_texts), len(ds.test_texts)) == (2, 2)
-    assert {tuple(t) for t in ds.train_labels + ds.valid_labels + ds.test_labels} == {("art", "cs"), ("bio", "cs"), ("cs",)}
+    labels = {tuple(t) for t in ds.train_labels + ds.valid_labels + ds.test_labels}
+    assert labels == {("art", "cs"), ("bio", "cs"), ("cs",)}
 
 
 @pytest.mark.parametrize("kw, needles", [
@@ -228,7 +232,8 @@ def test_hf_without_datasets_names_the_extra(tmp_path, monkeypatch):
 
 def test_hf_finetune_lm_offline_from_a_saved_dataset(hf_dir, tmp_path):
     proc = ulmfit("finetune-lm", *FAST, "pretrained=null", "bidirectional=fwd", "dataset=hf", f"dataset.path={hf_dir}",
-                  "dataset.text_cols=[sentence]", "dataset.split_map={train: train, valid: validation, lm: unsupervised}",
+                  "dataset.text_cols=[sentence]",
+                  "dataset.split_map={train: train, valid: validation, lm: unsupervised}",
                   cwd=tmp_path, env=OFFLINE)
     # 36 train (4 carved for test) + 7 unsupervised documents of 7 words + xxbos; 6 valid ones
     assert "fwd LM: 344 train tokens, 48 valid tokens" in proc.stdout + proc.stderr
@@ -257,7 +262,8 @@ def test_bad_lm_files_are_clean_errors(tmp_path, case):
     elif case == "empty":
         lm, needles = "empty.txt", ["empty.txt (in dataset.lm_files) holds no text"]
     elif case == "xlsx":
-        lm, needles = _xlsx(tmp_path / "sheet.xlsx"), ["sheet.xlsx (in dataset.lm_files) is not in a format", ".parquet"]
+        lm = _xlsx(tmp_path / "sheet.xlsx")
+        needles = ["sheet.xlsx (in dataset.lm_files) is not in a format", ".parquet"]
     elif case == "xlsx_train":
         train, needles = _xlsx(tmp_path / "train.xlsx"), ["train.xlsx (dataset.train_file) is not in a format", ".csv"]
     else:
@@ -269,8 +275,13 @@ def test_bad_lm_files_are_clean_errors(tmp_path, case):
     assert_clean_error(proc, *needles)
 
 
+def test_hf_without_a_path_is_a_clean_error(tmp_path):
+    proc = ulmfit("finetune-lm", *FAST, "pretrained=null", "bidirectional=fwd", "dataset=hf", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert_clean_error(proc, "dataset=hf needs dataset.path", "Add dataset.path=")
+
+
 @pytest.mark.parametrize("args, needles", [
-    ([], ["dataset=hf needs dataset.path", "dataset.path="]),
     (["dataset.path=HF", "dataset.split_map={train: train, valid: dev}"], ["no split 'dev'", "'validation'"]),
     (["dataset.path=./not/here"], ["dataset.path=./not/here: no such folder"]),
     (["dataset.path=surely-not-a-cached-dataset"], ["could not load it", "HF_DATASETS_OFFLINE=1"]),

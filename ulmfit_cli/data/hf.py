@@ -69,7 +69,8 @@ def _load(datasets: Any, path: str, subset: str | None, base: Path | None) -> di
         raise UserError(
             f"dataset.path={path}: Hugging Face datasets could not load it ({type(exc).__name__}: {detail}).",
             "Check the name (and dataset.subset= for a dataset with several configurations). With "
-            "HF_DATASETS_OFFLINE=1 only datasets already in the local HF cache load; a save_to_disk folder always does.",
+            "HF_DATASETS_OFFLINE=1 only datasets already in the local HF cache load; "
+            "a save_to_disk folder always does.",
         ) from exc
     if isinstance(loaded, datasets.Dataset):  # one split saved on its own
         return {"train": loaded}
@@ -83,7 +84,8 @@ def _mapping(split_map: dict | None, found: dict, path: str) -> dict[str, str]:
         if "train" not in mapping:
             raise UserError(
                 f"dataset.path={path} has no 'train' split; its splits are {names}.",
-                "Name the split to train on: dataset.split_map={train: <split>} (valid and test are then carved from it).",
+                "Name the split to train on: dataset.split_map={train: <split>} "
+                "(valid and test are then carved from it).",
             )
         return mapping
     pairs = list(split_map.items()) if hasattr(split_map, "items") else None
