@@ -46,7 +46,7 @@ class ModelConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING  # reader: sample, csv, jsonl, wikitext2, wikitext103, imdb, trec6, ag_news, dbpedia, yelp_bi, yelp_full
+    name: str = MISSING  # reader: sample, csv, jsonl, hf, wikitext2, wikitext103, imdb, trec6, ag_news, dbpedia, yelp_bi, yelp_full
     data_dir: Optional[str] = None  # default: <data root>/<name>; data root = $ULMFIT_DATA or ~/.cache/ulmfit
     train_file: Optional[str] = None
     valid_file: Optional[str] = None
@@ -63,6 +63,14 @@ class DatasetConfig:
     use_test_for_lm: bool = False
     # The general-domain dataset config `ulmfit pipeline` pretrains on for this task.
     pretrain_corpus: str = "wikitext103"
+    # Unlabelled text added to LM fine-tuning (off with use_unsup=false): .txt (a document a line),
+    # .csv/.tsv/.jsonl/.parquet (text_cols joined) or a folder of .txt files (a document a file).
+    lm_files: List[str] = field(default_factory=list)
+    path: Optional[str] = None  # hf: a hub name or a local save_to_disk folder
+    subset: Optional[str] = None  # hf: the configuration of a dataset that has several (glue: sst2)
+    # hf: {train|valid|test|lm: its split}; null = train, validation, test where present. Typed Any:
+    # OmegaConf cannot merge a command-line {..} into a null (or struct) Dict[str, str] node.
+    split_map: Optional[Any] = None
 
 
 @dataclass

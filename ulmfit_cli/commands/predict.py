@@ -45,7 +45,16 @@ def read_texts(path: str, text_col: str) -> list[str]:
         return [line.rstrip("\n") for line in sys.stdin]
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"input={path}: no such file.", "Give a .txt (one text per line), .csv or .jsonl file, or - for stdin.")
+        raise UserError(f"input={path}: no such file.",
+                        "Give a .txt (one text per line), .csv, .jsonl or .parquet file, or - for stdin.")
+    if p.suffix == ".parquet":
+        from ..data.readers import open_parquet  # here: the readers import pandas, other inputs need not
+
+        columns, column = open_parquet(p)
+        if text_col not in columns:
+            raise UserError(f"input={path} has no column '{text_col}' (columns: {', '.join(columns)}).",
+                            "Set text_col=<column>.")
+        return ["" if t is None else str(t) for t in column(text_col)]
     raw = p.read_text(encoding="utf-8", errors="replace")
     if p.suffix == ".csv":
         rows = list(csv.DictReader(io.StringIO(raw)))

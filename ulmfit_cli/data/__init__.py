@@ -4,10 +4,10 @@ from __future__ import annotations
 from .types import TextDataset
 
 
-def load_dataset(cfg, data_root: str | None = None) -> TextDataset:
+def load_dataset(cfg, data_root: str | None = None, lm_files: bool = True) -> TextDataset:
     from .readers import load_dataset as read
 
-    return read(cfg, data_root)
+    return read(cfg, data_root, lm_files=lm_files)
 
 
 def load_pretraining_corpus(cfg, data_root: str | None = None) -> TextDataset:
@@ -20,4 +20,5 @@ def load_pretraining_corpus(cfg, data_root: str | None = None) -> TextDataset:
         from .sample import generate_general_corpus
 
         return generate_general_corpus(cfg)
-    return load_dataset(cfg, data_root)
+    # dataset.lm_files is target-task text for LM fine-tuning, never pretraining data.
+    return load_dataset(cfg, data_root, lm_files=False)

@@ -64,14 +64,19 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
     return default if value is None and default is not None else value
 
 
-def load_dataset(cfg: Any, data_root: str | os.PathLike | None = None) -> TextDataset:
-    """Read the corpus `cfg.name` (a DatasetConfig or a DictConfig with the same fields)."""
+def load_dataset(cfg: Any, data_root: str | os.PathLike | None = None, lm_files: bool = True) -> TextDataset:
+    """Read the corpus `cfg.name` (a DatasetConfig or a DictConfig with the same fields).
+    `lm_files=False` skips dataset.lm_files, for callers that never use `lm_extra`."""
     name = _get(cfg, "name")
     if name == "sample":
         # Imported here so the readers do not depend on the synthetic generator, and vice versa.
         from ulmfit_cli.data.sample import generate_sample
 
-        return generate_sample(cfg)
+        data = generate_sample(cfg)
+        cap = _get(cfg, "max_docs")
+        extra = _read_lm_files(cfg, data.warnings) if lm_files else []
+        data.lm_extra = (data.lm_extra + extra)[: int(cap) if cap else None]
+        return data
     reader = _READERS.get(name)
     if reader is None:
         raise UserError(
@@ -80,6 +85,8 @@ def load_dataset(cfg: Any, data_root: str | os.PathLike | None = None) -> TextDa
         )
     _check_numbers(cfg)
     raw = reader(cfg, _dataset_dir(cfg, data_root))
+    raw.warnings = list(raw.warnings or [])
+    raw.lm_extra = list(raw.lm_extra or []) + (_read_lm_files(cfg, raw.warnings) if lm_files else [])
     return _finish(cfg, raw)
 
 
@@ -428,43 +435,102 @@ def _text_cols(cfg: Any) -> list[str]:
     return [cols] if isinstance(cols, str) else [str(c) for c in cols]
 
 
-def _missing_column(path: Path, column: str, present: list, key: str, example: str) -> UserError:
+def _missing_column(path: Path | str, column: str, present: list, key: str, example: str) -> UserError:
     return UserError(
         f"{path} has no column {column!r}; its columns are {[str(c) for c in present]}.",
         f"Name the right one with {key}={example}.",
     )
 
 
-def _table_file(path: Path, cfg: Any, warnings: list[str]) -> _Split:
-    text_cols, label_col = _text_cols(cfg), _get(cfg, "label_col")
+# What a file's name says it holds; `.gz` may follow any of the text formats.
+_TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+_FORMATS_HINT = ".csv, .tsv, .jsonl or .parquet (the text ones may be .gz)"
+
+
+def _looks_binary(path: Path) -> bool:
+    try:
+        with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as fh:
+            return b"\x00" in fh.read(8192)
+    except (OSError, EOFError):
+        return False  # unreadable: the reader names the file and the problem
+
+
+def _file_format(path: Path, cfg: Any, key: str, lm: bool = False) -> str:
+    """csv | tsv | jsonl | parquet (| txt for lm_files), from the file name. A labelled file
+    with another name is read as its dataset's format, as it always was; a binary one (a
+    spreadsheet, an archive) would only parse into garbage, so it is refused."""
+    name = path.name.lower()
+    gz = name.endswith(".gz")
+    suffix = Path(name[:-3] if gz else name).suffix
+    if suffix in _TABLE_FORMATS and not (gz and suffix == ".parquet"):
+        return _TABLE_FORMATS[suffix]
+    if lm and suffix == ".txt":
+        return "txt"
+    if not lm and not _looks_binary(path):
+        return "jsonl" if _get(cfg, "name") == "jsonl" else "csv"
+    lm_hint = ", .txt (one document per line) or a folder of .txt files" if lm else ""
+    raise UserError(
+        f"{path} ({key}) is not in a format ulmfit reads ({suffix or 'no extension'}).",
+        f"Give a {_FORMATS_HINT} file{lm_hint}; save a spreadsheet as CSV first.",
+    )
+
+
+def open_parquet(path: Path) -> tuple[list[str], Callable[[str], list]]:
+    """A Parquet file's column names and a reader of one column (Python values, None for nulls).
+    Columns are read one at a time: Parquet stores them apart, so unused ones cost nothing."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise UserError(
+            f"{path} is a Parquet file, and reading Parquet needs the pyarrow package, which is not installed.",
+            "Install it with pip install -e '.[formats]' (or pip install 'pyarrow>=14'), or convert the file to CSV.",
+        ) from exc
+    try:
+        names = [str(n) for n in pq.read_schema(path).names]
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise UserError(f"{path} is not a readable Parquet file ({exc}).", "Check the file is complete.") from exc
+    return names, lambda col: pq.read_table(path, columns=[col]).column(col).to_pylist()
+
+
+def _table_columns(path: Path, fmt: str, warnings: list[str]) -> tuple[list, Callable[[str], list]]:
+    """The columns of a csv/tsv/jsonl/parquet file and a getter for one column's values."""
+    if fmt == "parquet":
+        return open_parquet(path)
     content = _decode(_read_bytes(path), path, warnings)
-    if _get(cfg, "name") == "jsonl" or path.name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+    if fmt == "jsonl":
         rows = _jsonl_rows(path, content)
-        present = list(rows[0].keys())
-        get_col = lambda col: [row.get(col) for row in rows]  # noqa: E731
-    else:
-        sep = "\t" if path.name.endswith((".tsv", ".tsv.gz")) else ","
-        frame = _parse_frame(path, content, sep=sep, header=0)
-        if frame.empty:
-            raise UserError(f"{path} has a header but no rows.", "Give a file with at least one row.")
-        # GLUE-style headers may carry stray spaces (`sentence \t label`).
-        frame.columns = [str(c).strip() for c in frame.columns]
-        present = list(frame.columns)
-        get_col = lambda col: frame[col].tolist()  # noqa: E731
+        return list(rows[0].keys()), lambda col: [row.get(col) for row in rows]
+    frame = _parse_frame(path, content, sep="\t" if fmt == "tsv" else ",", header=0)
+    if frame.empty:
+        raise UserError(f"{path} has a header but no rows.", "Give a file with at least one row.")
+    # GLUE-style headers may carry stray spaces (`sentence \t label`).
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return list(frame.columns), lambda col: frame[col].tolist()
+
+
+def _columns_split(source: str, present: list, get_col: Callable[[str], list], cfg: Any,
+                   labelled: bool = True) -> _Split:
+    """Join `dataset.text_cols` into one text per row; labels from `dataset.label_col` if `labelled`."""
+    text_cols, label_col = _text_cols(cfg), (_get(cfg, "label_col") if labelled else None)
     for col in text_cols:
         if col not in present:
             example = present[0] if len(present) == 1 else f"[{','.join(str(c) for c in present if c != label_col)}]"
-            raise _missing_column(path, col, present, "dataset.text_cols", example)
+            raise _missing_column(source, col, present, "dataset.text_cols", example)
     if label_col is not None and label_col not in present:
         others = [c for c in present if c not in text_cols]
         raise _missing_column(
-            path, label_col, present, "dataset.label_col",
+            source, label_col, present, "dataset.label_col",
             (others[0] if others else "...") + " (or null for an unlabelled LM corpus)",
         )
     columns = [get_col(c) for c in text_cols]
     texts = [_join_fields(list(row)) for row in zip(*columns)]
     labels = get_col(label_col) if label_col is not None else None
-    return _Split(texts, labels, str(path))
+    return _Split(texts, labels, source)
+
+
+def _table_file(path: Path, cfg: Any, warnings: list[str], key: str) -> _Split:
+    present, get_col = _table_columns(path, _file_format(path, cfg, key), warnings)
+    return _columns_split(str(path), present, get_col, cfg)
 
 
 def _jsonl_rows(path: Path, content: str) -> list[dict]:
@@ -488,13 +554,19 @@ def _jsonl_rows(path: Path, content: str) -> list[dict]:
     return rows
 
 
-def _read_table(cfg: Any, directory: Path) -> _Raw:
-    # For csv/jsonl the folder is only a base for relative paths: without data_dir use the cwd.
+def _user_base(cfg: Any) -> Path | None:
+    """Where the user's own relative paths start: dataset.data_dir if set, else the cwd (None)."""
     base = Path(_get(cfg, "data_dir")).expanduser() if _get(cfg, "data_dir") else None
     if base is not None and not base.is_dir():
         raise UserError(
             f"Folder {base} (dataset.data_dir) does not exist.", "Fix dataset.data_dir= or drop it and give full paths."
         )
+    return base
+
+
+def _read_table(cfg: Any, directory: Path) -> _Raw:
+    # For csv/jsonl the folder is only a base for relative paths: without data_dir use the cwd.
+    base = _user_base(cfg)
     train_name = _get(cfg, "train_file")
     if not train_name:
         raise UserError(
@@ -505,8 +577,93 @@ def _read_table(cfg: Any, directory: Path) -> _Raw:
     splits = {}
     for key in ("train_file", "valid_file", "test_file"):
         path = _resolve(base, _get(cfg, key))
-        splits[key] = _table_file(_require_file(path, cfg, f"dataset.{key}"), cfg, warnings) if path else None
+        if path is not None:
+            path = _require_file(path, cfg, f"dataset.{key}")
+        splits[key] = _table_file(path, cfg, warnings, f"dataset.{key}") if path else None
     return _Raw(splits["train_file"], splits["valid_file"], splits["test_file"], warnings=warnings)
+
+
+def _read_hf(cfg: Any, directory: Path) -> _Raw:
+    """dataset=hf: a Hugging Face dataset; its columns are joined and checked as a CSV's are."""
+    if not _get(cfg, "path"):
+        raise UserError(
+            "dataset=hf needs dataset.path, and it is not set.",
+            "Add dataset.path=<a Hugging Face hub name, e.g. imdb> or "
+            "dataset.path=<a folder written by save_to_disk>.",
+        )
+    # Imported here: `datasets` is an optional extra and slow to import, so only dataset=hf pays.
+    from ulmfit_cli.data.hf import hf_tables
+
+    tables = hf_tables(str(_get(cfg, "path")), _get(cfg, "subset"), _get(cfg, "split_map"), _user_base(cfg))
+    splits = {key: _columns_split(t.source, t.columns, t.get, cfg, labelled=key != "lm") for key, t in tables.items()}
+    use_lm = "lm" in splits and bool(_get(cfg, "use_unsup", True))
+    return _Raw(splits["train"], splits.get("valid"), splits.get("test"),
+                lm_extra=splits["lm"].texts if use_lm else None)
+
+
+# --------------------------------------------------------------------------- unlabelled LM text
+
+
+def _txt_lines(path: Path, warnings: list[str]) -> list[str]:
+    return [line.strip() for line in _decode(_read_bytes(path), path, warnings).splitlines() if line.strip()]
+
+
+def _txt_folder(folder: Path, warnings: list[str]) -> list[str]:
+    """One document per .txt file (IMDb's unsup/ layout), subfolders included, in path order."""
+    texts, bad = [], 0
+    for f in sorted(folder.rglob("*.txt")):
+        raw = f.read_bytes()
+        try:
+            texts.append(raw.decode("utf-8-sig").strip())
+        except UnicodeDecodeError:
+            bad += 1
+            texts.append(raw.decode("utf-8-sig", errors="replace").strip())
+    if bad:
+        warnings.append(f"{folder}: {bad} file(s) were not valid UTF-8; bad bytes were replaced by U+FFFD.")
+    return texts
+
+
+def _lm_file(path: Path, cfg: Any, warnings: list[str]) -> list[str]:
+    if path.is_dir():
+        return _txt_folder(path, warnings)
+    fmt = _file_format(path, cfg, "in dataset.lm_files", lm=True)
+    if fmt == "txt":
+        return _txt_lines(path, warnings)
+    present, get_col = _table_columns(path, fmt, warnings)
+    missing = [c for c in _text_cols(cfg) if c not in present]
+    if missing:
+        raise UserError(
+            f"{path} (in dataset.lm_files) has no column {missing[0]!r}; its columns are {[str(c) for c in present]}.",
+            "lm_files tables are read with the same dataset.text_cols as the labelled files: "
+            f"rename the column to {missing[0]!r}, or save the texts as .txt (one document per line).",
+        )
+    return _columns_split(str(path), present, get_col, cfg, labelled=False).texts
+
+
+def _read_lm_files(cfg: Any, warnings: list[str]) -> list[str]:
+    """The texts of dataset.lm_files, in the order given: unlabelled text that LM fine-tuning adds
+    to the training text (like IMDb's unsup reviews), so `use_unsup=false` leaves them out."""
+    names = _get(cfg, "lm_files") or []
+    names = [names] if isinstance(names, str) else list(names)
+    if not names or not bool(_get(cfg, "use_unsup", True)):
+        return []
+    base = _user_base(cfg)
+    texts: list[str] = []
+    for name in names:
+        path = _resolve(base, str(name))
+        if not path.exists():
+            raise UserError(
+                f"{path} (in dataset.lm_files) does not exist.",
+                "Fix the entry of dataset.lm_files= (relative paths are resolved against dataset.data_dir=, "
+                "else the current folder).",
+            )
+        docs = [t for t in _lm_file(path, cfg, warnings) if t is not None and str(t).strip()]
+        if not docs:
+            what = "no text (no .txt file with any)" if path.is_dir() else "no text"
+            raise UserError(f"{path} (in dataset.lm_files) holds {what}.",
+                            "Remove it from dataset.lm_files= or put documents in it.")
+        texts.extend(str(t) for t in docs)
+    return texts
 
 
 # --------------------------------------------------------------------------- shared finishing
@@ -675,4 +832,5 @@ _READERS: dict[str, Callable[[Any, Path], _Raw]] = {
     "yelp_full": _read_zhang,
     "csv": _read_table,
     "jsonl": _read_table,
+    "hf": _read_hf,
 }

@@ -9,7 +9,7 @@ class TextDataset:
     """Texts and (optional) labels of one corpus, split three ways.
 
     `lm_extra` holds unlabelled text used only for language modelling (e.g. IMDb's 50k
-    `unsup` reviews). Labels are strings (class names); `classes` lists them in a fixed,
+    `unsup` reviews, the files of `dataset.lm_files`). Labels are strings (class names); `classes` lists them in a fixed,
     sorted order. A pure LM corpus (WikiText) has labels None and classes [].
     For multi-label datasets each label is a list of strings.
     """
