@@ -2,12 +2,20 @@
 
 Each primary config (conf/pretrain.yaml, ...) starts its defaults list with the matching
 `base_*` schema, so a misspelt key or a wrong type is refused by Hydra before any work starts.
+
+One source for every default: the schema below. Its values are the paper's (and so those of
+each group's default option: model=awd_lstm, schedule=stlr, unfreeze=gradual, tokenizer=word),
+including keys only one option reads (tokenizer.vocab_size, read by spm alone). A YAML file in
+conf/ sets only what differs from them: a group option sets its `name` and what makes it that
+option (model/tiny.yaml: its sizes); a stage's primary config sets that stage's values (the LM
+stages' lr 0.004); an experiment sets its recipe's. tests/test_config_defaults.py fails on a YAML
+line that repeats a schema default, the copy that could drift from it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -15,7 +23,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from .errors import UserError
-from .resolvers import register as register_resolvers
 
 
 @dataclass
@@ -79,7 +86,7 @@ class TokenizerConfig:
     max_vocab: int = 60000
     min_freq: int = 2
     # sentencepiece
-    vocab_size: int = 8000
+    vocab_size: int = 15000
     model_type: str = "unigram"  # unigram | bpe
     character_coverage: float = 0.9999
     max_sentences: int = 2000000
@@ -102,8 +109,9 @@ class ScheduleConfig:
 @dataclass
 class UnfreezeConfig:
     name: str = "gradual"  # gradual | none | last | chain_thaw
-    # gradual: number of top layer groups trainable in each 1-epoch phase before all are.
-    steps: List[int] = field(default_factory=lambda: [1, 2, 3])
+    # gradual: number of top layer groups trainable in each phase before all are. Paper §3.3 opens
+    # one more group from the top each epoch (conf/unfreeze/gradual.yaml says why this, not [1, 2, 3]).
+    steps: List[int] = field(default_factory=lambda: [1, 2, 3, 4])
     epochs_per_phase: int = 1
 
 
@@ -177,6 +185,10 @@ class StageConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     experiment: Optional[Any] = None
+    # Values that differ by stage, named: per_stage.epochs = {pretrain: 10, finetune-lm: 10, train-clf: 14},
+    # read as train.epochs: ${per_stage.epochs.${stage}} (experiment files), overridden as
+    # per_stage.epochs.train-clf=20.
+    per_stage: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -197,8 +209,7 @@ class TrainClfConfig(StageConfig):
 
 
 def register() -> None:
-    """The schemas and the resolvers the configs use; idempotent."""
-    register_resolvers()
+    """The schemas, in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="base_pretrain", node=PretrainConfig)
     cs.store(name="base_finetune_lm", node=FinetuneLMConfig)
