@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Data-parallel throughput (issue 9): LM pretraining tokens/s on one machine, 1 process vs N.
+"""Data-parallel throughput: LM pretraining tokens/s on one machine, 1 process vs N.
 
 Runs the real `ulmfit pretrain` (so the numbers include the per-step all-reduce of the gradients
 and of the logged loss) on the embedded sample corpus, with the same global batch in every

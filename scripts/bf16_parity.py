@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Does bf16 autocast train as well as fp32? (issue 6: a speed lever counts only with accuracy parity.)
+"""Does bf16 autocast train as well as fp32? (a speed lever counts only with accuracy parity.)
 
 Pretrains the same AWD-LSTM on WikiText-2 (valid+test, the part in ../shared/data) in fp32 and in
 bf16, for several seeds, with the paper's regularisation on, and compares validation perplexity

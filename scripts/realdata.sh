@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The slow real-data checks (issue 4), not part of the default suite.
+# The slow real-data checks, not part of the default suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""IMDb low-shot check on real data (issue 4; the paper's Figure 3 headline), sized for a 2-core CPU.
+"""IMDb low-shot check on real data (the paper's Figure 3 headline), sized for a 2-core CPU.
 
 A small AWD-LSTM pretrained on WikiText-2 (reused from scripts/realdata_trec6.py, or trained
 here when --pretrained is not given) -> LM fine-tuning on IMDb train + unlabelled reviews ->

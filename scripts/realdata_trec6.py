@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""TREC-6 transfer check on real data (issue 4), sized for a 2-core CPU.
+"""TREC-6 transfer check on real data, sized for a 2-core CPU.
 
 WikiText-2 (valid+test, ~430k tokens; its train split is not in ../shared/data) pretraining ->
 TREC-6 LM fine-tuning -> TREC-6 classifier, forward and backward, compared with

@@ -1,4 +1,4 @@
-"""More bad input (issue 8): each is a one-paragraph error naming the thing and the fix, or is handled."""
+"""More bad input: each is a one-paragraph error naming the thing and the fix, or is handled."""
 from __future__ import annotations
 
 import csv

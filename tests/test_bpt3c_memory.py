@@ -1,4 +1,4 @@
-"""BPT3C: training memory must not grow with document length beyond max_len (issue 4).
+"""BPT3C: training memory must not grow with document length beyond max_len.
 
 Memory is measured as the bytes autograd saves for the backward pass (saved_tensors_hooks):
 that is what grows with the length of the graph, it is exact and repeatable on any device,

@@ -1,4 +1,4 @@
-"""Determinism (issue 8): on CPU the same seed and config give the same metrics.csv; deterministic=true
+"""Determinism: on CPU the same seed and config give the same metrics.csv; deterministic=true
 switches on torch's deterministic kernels (what matters on GPU)."""
 from __future__ import annotations
 

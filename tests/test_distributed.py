@@ -1,4 +1,4 @@
-"""Data-parallel LM training (issue 9): 2 CPU processes with gloo vs 1 process, same global batch.
+"""Data-parallel LM training: 2 CPU processes with gloo vs 1 process, same global batch.
 
 With no dropout (quickstart's pretrain has drop_mult 0) the only difference between the runs is
 floating-point summation order, so the loss curves agree to ~1e-6; the tolerance is 1e-3.

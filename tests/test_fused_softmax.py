@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ulmfit_cli.config import ModelConfig
 from ulmfit_cli.models import build_lm
-from ulmfit_cli.models.fused_softmax import linear_cross_entropy
+from ulmfit_cli.models.accel.fused_softmax import linear_cross_entropy
 
 
 def problem(dtype, n=37, e=8, v=50, seed=0):
@@ -92,3 +92,22 @@ def test_loss_from_bf16_states_is_reported_in_fp32_not_rounded_to_bf16():
     logits = F.linear(hb.detach().float(), w.detach().bfloat16().float(), b.detach().bfloat16().float())
     assert abs(fused.item() - F.cross_entropy(logits, y).item()) < 1e-2  # bf16 products, fp32 sum
     assert fused.item() != fused.bfloat16().item()  # not rounded to bf16's 3 significant digits
+
+
+def test_the_reference_path_is_selectable_and_equal():
+    """model.fused_softmax=false: the decoder's logits and F.cross_entropy, the path the fused one
+    replaces; a training loss, its gradients and the evaluation scores agree (fp64)."""
+    out = {}
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = build_lm(ModelConfig(emb_size=16, hidden_size=24, n_layers=2, fused_softmax=fused), 60, 1).double()
+        ids = torch.randint(2, 60, (3, 9), generator=torch.Generator().manual_seed(1))
+        torch.manual_seed(5)
+        loss = model.train()(ids[:, :-1], ids[:, 1:])[0]
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        model.eval().reset()
+        out[fused] = (loss.detach(), grads, model.score(ids[:, :-1], ids[:, 1:]))
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-12, atol=0)
+    for a, b in zip(out[True][1], out[False][1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+    assert out[True][2][0] == pytest.approx(out[False][2][0], rel=1e-12) and out[True][2][1] == out[False][2][1]

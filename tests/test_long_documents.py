@@ -1,4 +1,4 @@
-"""A document of a million tokens through `ulmfit predict` (issue 8): bounded memory, input order kept.
+"""A document of a million tokens through `ulmfit predict`: bounded memory, input order kept.
 
 BPT3C runs a long document through the encoder in bptt chunks and keeps the states of the last
 max_len tokens only (as fastai's SentenceEncoder), so the model's memory does not grow with the

@@ -8,8 +8,8 @@ import torch
 from tests.conftest import FAST, assert_clean_error, ulmfit
 from ulmfit_cli.models import build_lm
 from ulmfit_cli.config import ModelConfig
-from ulmfit_cli.models import lstm_kernels
-from ulmfit_cli.models.lstm_kernels import BF16StepLSTM, lstm_layer
+from ulmfit_cli.models.accel import lstm_kernels
+from ulmfit_cli.models.accel.lstm_kernels import BF16StepLSTM, lstm_layer
 
 B, T, N_IN, H = 3, 6, 5, 4
 

@@ -1,4 +1,4 @@
-"""Multi-label classification (issue 11): sigmoid/BCE head, threshold tuned on validation,
+"""Multi-label classification: sigmoid/BCE head, threshold tuned on validation,
 micro/macro F1, predict lists every label above the threshold, in input order."""
 from __future__ import annotations
 

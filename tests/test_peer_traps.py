@@ -1,4 +1,4 @@
-"""Known failures of peer implementations (issue 6), checked against ulmfit."""
+"""Known failures of peer implementations, checked against ulmfit."""
 from __future__ import annotations
 
 import warnings
@@ -12,7 +12,7 @@ from ulmfit_cli.stages.lm import lm_step
 
 
 def test_weight_drop_keeps_the_fused_kernel_without_the_non_contiguous_weights_warning():
-    """awd-lstm-lm#120: DropConnect by re-assigning nn.LSTM's weight made cuDNN/oneDNN warn that the
+    """https://github.com/salesforce/awd-lstm-lm/issues/120: DropConnect by re-assigning nn.LSTM's weight made cuDNN/oneDNN warn that the
     weights are not one contiguous chunk and copy them every call (10x slower). ulmfit hands the
     dropped matrix straight to the fused kernel: no warning, and the backward is that kernel's."""
     model = build_lm(ModelConfig(emb_size=8, hidden_size=12, n_layers=2), 30, 1).train()
@@ -41,7 +41,7 @@ def graph_node_names(fn) -> list[str]:
 
 
 def test_activation_regularisers_are_computed_in_fp32_even_from_half_precision_states():
-    """fastai#1335: AR/TAR squared in fp16 overflow (300^2 > 65504) and the loss becomes inf.
+    """https://github.com/fastai/fastai/issues/1335: AR/TAR squared in fp16 overflow (300^2 > 65504) and the loss becomes inf.
     ulmfit squares in fp32 whatever the dtype of the states it is given."""
     states = torch.full((2, 5, 4), 300.0, dtype=torch.float16)
     states[:, 1::2] = -300.0  # large time differences too: TAR sees 600^2

@@ -43,9 +43,12 @@ class ModelConfig:
     # learn word distinctions far slower from 0.1: the tiny model uses 1.0.
     emb_init: float = 0.1
     # LSTM kernel: auto = torch's fused kernel (cuDNN/oneDNN), except bf16 training on CPU of models
-    # with 1,024+ hidden units, which runs a bf16 step loop measured faster (models/lstm_kernels.py);
-    # fused = always fused; step = the step loop for bf16 CPU training at any size.
+    # with 1,024+ hidden units, which runs a bf16 step loop measured faster (models/accel/lstm_kernels.py);
+    # fused = always torch's (the reference); step = the step loop for bf16 CPU training at any size.
     lstm_kernel: str = "auto"
+    # The LM's decoder + softmax cross-entropy in row chunks (models/accel/fused_softmax.py);
+    # false = the reference, the full logits and F.cross_entropy.
+    fused_softmax: bool = True
     # Classifier head
     clf_hidden: int = 50
     clf_dropout: float = 0.1  # first block's dropout; the second uses output_p (as the reference)

@@ -16,6 +16,7 @@ import logging
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .config import ModelConfig
 from .data.tokenizers import PAD_ID, map_bias, map_embeddings
 from .errors import UserError
 from .models import build_classifier, build_lm
@@ -84,7 +85,9 @@ def load_model(ckpt: dict, device: torch.device | str = "cpu", expect: str | Non
         what, where = KIND_NAMES[expect] if expect else ("a language model or classifier", "a training")
         raise UserError(f"That run holds a {ckpt.get('stage', '?')} checkpoint ({kind}), not {what}.",
                         f"Point run= at {where} run directory.")
-    model_cfg, vocab = OmegaConf.create(ckpt["model_config"]), len(ckpt["numericalizer"]["itos"])
+    # over the schema's defaults: a checkpoint written before a model key existed still loads
+    model_cfg = OmegaConf.merge(OmegaConf.to_container(OmegaConf.structured(ModelConfig)), ckpt["model_config"])
+    vocab = len(ckpt["numericalizer"]["itos"])
     if kind == "lm":
         model = build_lm(model_cfg, vocab, PAD_ID)
     else:

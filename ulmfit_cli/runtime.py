@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .models.lstm_kernels import KERNELS
+from .models.accel.lstm_kernels import KERNELS
 
 log = logging.getLogger("ulmfit")
 

@@ -10,6 +10,7 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
+from ..config import DatasetConfig
 from ..data import load_dataset
 from ..errors import UserError
 from ..runtime import resolve_device
@@ -42,7 +43,9 @@ def main(argv: list[str]) -> int:
     ckpts = load_classifiers(Path(a.run), a.direction, device)
     ckpt = ckpts[0][1]
     cfg = OmegaConf.create(ckpt["config"])
-    data = load_dataset(cfg.dataset, a.data_root or cfg.get("data_root"))
+    # onto the schema: a checkpoint written before a dataset key existed still reads its data
+    dataset = OmegaConf.merge(OmegaConf.structured(DatasetConfig), cfg.dataset)
+    data = load_dataset(dataset, a.data_root or cfg.get("data_root"), lm_files=False)
     texts, labels = getattr(data, f"{a.split}_texts"), getattr(data, f"{a.split}_labels")
     probs = ensemble_proba(ckpts, texts, a.bs, device)
     multi = ckpt.get("multi_label", False)

@@ -31,7 +31,7 @@ class LMStream:
     and so takes the same number of steps; each stream stays on one rank, so its LSTM state is
     carried there exactly as on one process, and the W ranks together compute the one-process
     batch. (Cutting the corpus into W pieces and those into streams instead gives other streams
-    and hidden states than one process: fastai#1933.)
+    and hidden states than one process: https://github.com/fastai/fastai/issues/1933.)
     """
 
     def __init__(self, docs: list[np.ndarray], bs: int, bptt: int, *, seed: int = 0,

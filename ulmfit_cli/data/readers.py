@@ -55,25 +55,16 @@ class _Raw:
     warnings: list[str] | None = None
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    """Attribute access that also works for a DictConfig lacking the key (struct mode raises)."""
-    try:
-        value = getattr(cfg, key)
-    except Exception:
-        return default
-    return default if value is None and default is not None else value
-
-
 def load_dataset(cfg: Any, data_root: str | os.PathLike | None = None, lm_files: bool = True) -> TextDataset:
     """Read the corpus `cfg.name` (a DatasetConfig or a DictConfig with the same fields).
     `lm_files=False` skips dataset.lm_files, for callers that never use `lm_extra`."""
-    name = _get(cfg, "name")
+    name = cfg.name
     if name == "sample":
         # Imported here so the readers do not depend on the synthetic generator, and vice versa.
         from ulmfit_cli.data.sample import generate_sample
 
         data = generate_sample(cfg)
-        cap = _get(cfg, "max_docs")
+        cap = cfg.max_docs
         extra = _read_lm_files(cfg, data.warnings) if lm_files else []
         data.lm_extra = (data.lm_extra + extra)[: int(cap) if cap else None]
         return data
@@ -94,15 +85,15 @@ def load_dataset(cfg: Any, data_root: str | os.PathLike | None = None, lm_files:
 
 
 def _dataset_dir(cfg: Any, data_root: str | os.PathLike | None) -> Path:
-    data_dir = _get(cfg, "data_dir")
+    data_dir = cfg.data_dir
     if data_dir:
         return Path(data_dir).expanduser()
     root = Path(data_root).expanduser() if data_root else default_data_root()
-    return root / _get(cfg, "name")
+    return root / cfg.name
 
 
 def _download_hint(cfg: Any) -> str:
-    name = _get(cfg, "name")
+    name = cfg.name
     if name in ("csv", "jsonl"):
         return (
             "Check dataset.train_file= / dataset.valid_file= / dataset.test_file= "
@@ -117,7 +108,7 @@ def _download_hint(cfg: Any) -> str:
 def _require_dir(directory: Path, cfg: Any, expected: str) -> None:
     if not directory.is_dir():
         raise UserError(
-            f"Dataset folder {directory} for dataset {_get(cfg, 'name')!r} does not exist (expected {expected}).",
+            f"Dataset folder {directory} for dataset {cfg.name!r} does not exist (expected {expected}).",
             _download_hint(cfg),
         )
 
@@ -134,7 +125,7 @@ def _resolve(base: Path | None, name: str | None) -> Path | None:
 def _require_file(path: Path, cfg: Any, key: str) -> Path:
     if not path.is_file():
         raise UserError(
-            f"File {path} ({key} of dataset {_get(cfg, 'name')!r}) does not exist.",
+            f"File {path} ({key} of dataset {cfg.name!r}) does not exist.",
             _download_hint(cfg),
         )
     return path
@@ -194,7 +185,7 @@ def _wiki_articles(text: str) -> list[str]:
 
 
 def _read_wikitext(cfg: Any, directory: Path) -> _Raw:
-    name = _get(cfg, "name")
+    name = cfg.name
     warnings: list[str] = []
     _require_dir(directory, cfg, "wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens")
 
@@ -218,8 +209,8 @@ def _read_wikitext(cfg: Any, directory: Path) -> _Raw:
         warnings.append(
             f"{directory / 'wiki.train.tokens'} is missing: using the articles of "
             f"{' and '.join(Path(s.source).name for s in parts)} ({len(train.texts)} articles) as the corpus "
-            f"and carving valid and test from them (valid_frac={_get(cfg, 'valid_frac')}, "
-            f"split_seed={_get(cfg, 'split_seed')}). Run `ulmfit download {name}` for the full training set."
+            f"and carving valid and test from them (valid_frac={cfg.valid_frac}, "
+            f"split_seed={cfg.split_seed}). Run `ulmfit download {name}` for the full training set."
         )
     return _Raw(train, valid, test, warnings=warnings)
 
@@ -261,7 +252,7 @@ def _imdb_folder(folder: Path, warnings: list[str], labelled: bool) -> _Split:
 def _read_imdb(cfg: Any, directory: Path) -> _Raw:
     _require_dir(directory, cfg, "train.csv.gz/test.csv.gz/unsup.csv.gz or an aclImdb folder")
     warnings: list[str] = []
-    use_unsup = bool(_get(cfg, "use_unsup", True))
+    use_unsup = bool(cfg.use_unsup)
 
     train_csv = _first_existing(directory, ["train.csv.gz", "train.csv"])
     if train_csv is not None:
@@ -318,10 +309,10 @@ def _trec_file(path: Path) -> _Split:
 
 def _read_trec(cfg: Any, directory: Path) -> _Raw:
     _require_dir(directory, cfg, "train_5500.label and TREC_10.label")
-    train = _trec_file(_require_file(_resolve(directory, _get(cfg, "train_file") or "train_5500.label"), cfg, "train"))
-    valid_path = _resolve(directory, _get(cfg, "valid_file"))
+    train = _trec_file(_require_file(_resolve(directory, cfg.train_file or "train_5500.label"), cfg, "train"))
+    valid_path = _resolve(directory, cfg.valid_file)
     valid = _trec_file(_require_file(valid_path, cfg, "valid")) if valid_path else None
-    test_path = _resolve(directory, _get(cfg, "test_file") or "TREC_10.label")
+    test_path = _resolve(directory, cfg.test_file or "TREC_10.label")
     test = _trec_file(test_path) if test_path.is_file() else None
     return _Raw(train, valid, test)
 
@@ -382,13 +373,13 @@ def _zhang_file(path: Path, cfg: Any, warnings: list[str], names: list[str] | No
 
 
 def _read_zhang(cfg: Any, directory: Path) -> _Raw:
-    name = _get(cfg, "name")
+    name = cfg.name
     _require_dir(directory, cfg, "train.csv and test.csv")
     warnings: list[str] = []
     unescape = _unescape_ag if name == "ag_news" else _unescape_zhang
     names = _class_names(directory) if name == "ag_news" else None
-    train_path = _resolve(directory, _get(cfg, "train_file") or "train.csv")
-    test_path = _resolve(directory, _get(cfg, "test_file") or "test.csv")
+    train_path = _resolve(directory, cfg.train_file or "train.csv")
+    test_path = _resolve(directory, cfg.test_file or "test.csv")
     if not train_path.is_file():
         have = f" ({test_path.name} is there, the training file is not)" if test_path.is_file() else ""
         raise UserError(
@@ -396,7 +387,7 @@ def _read_zhang(cfg: Any, directory: Path) -> _Raw:
             f"Run `ulmfit download {name}`, or name another file with dataset.train_file=.",
         )
     train = _zhang_file(train_path, cfg, warnings, names, unescape)
-    valid_path = _resolve(directory, _get(cfg, "valid_file"))
+    valid_path = _resolve(directory, cfg.valid_file)
     valid = None
     if valid_path:
         valid = _zhang_file(_require_file(valid_path, cfg, "valid_file"), cfg, warnings, names, unescape)
@@ -431,7 +422,7 @@ def _parse_frame(path: Path, text: str, sep: str, header: int | None) -> pd.Data
 
 
 def _text_cols(cfg: Any) -> list[str]:
-    cols = _get(cfg, "text_cols") or ["text"]
+    cols = cfg.text_cols or ["text"]
     return [cols] if isinstance(cols, str) else [str(c) for c in cols]
 
 
@@ -467,7 +458,7 @@ def _file_format(path: Path, cfg: Any, key: str, lm: bool = False) -> str:
     if lm and suffix == ".txt":
         return "txt"
     if not lm and not _looks_binary(path):
-        return "jsonl" if _get(cfg, "name") == "jsonl" else "csv"
+        return "jsonl" if cfg.name == "jsonl" else "csv"
     lm_hint = ", .txt (one document per line) or a folder of .txt files" if lm else ""
     raise UserError(
         f"{path} ({key}) is not in a format ulmfit reads ({suffix or 'no extension'}).",
@@ -511,7 +502,7 @@ def _table_columns(path: Path, fmt: str, warnings: list[str]) -> tuple[list, Cal
 def _columns_split(source: str, present: list, get_col: Callable[[str], list], cfg: Any,
                    labelled: bool = True) -> _Split:
     """Join `dataset.text_cols` into one text per row; labels from `dataset.label_col` if `labelled`."""
-    text_cols, label_col = _text_cols(cfg), (_get(cfg, "label_col") if labelled else None)
+    text_cols, label_col = _text_cols(cfg), (cfg.label_col if labelled else None)
     for col in text_cols:
         if col not in present:
             example = present[0] if len(present) == 1 else f"[{','.join(str(c) for c in present if c != label_col)}]"
@@ -556,7 +547,7 @@ def _jsonl_rows(path: Path, content: str) -> list[dict]:
 
 def _user_base(cfg: Any) -> Path | None:
     """Where the user's own relative paths start: dataset.data_dir if set, else the cwd (None)."""
-    base = Path(_get(cfg, "data_dir")).expanduser() if _get(cfg, "data_dir") else None
+    base = Path(cfg.data_dir).expanduser() if cfg.data_dir else None
     if base is not None and not base.is_dir():
         raise UserError(
             f"Folder {base} (dataset.data_dir) does not exist.", "Fix dataset.data_dir= or drop it and give full paths."
@@ -567,16 +558,16 @@ def _user_base(cfg: Any) -> Path | None:
 def _read_table(cfg: Any, directory: Path) -> _Raw:
     # For csv/jsonl the folder is only a base for relative paths: without data_dir use the cwd.
     base = _user_base(cfg)
-    train_name = _get(cfg, "train_file")
+    train_name = cfg.train_file
     if not train_name:
         raise UserError(
-            f"Dataset {_get(cfg, 'name')!r} needs a training file, and dataset.train_file is not set.",
+            f"Dataset {cfg.name!r} needs a training file, and dataset.train_file is not set.",
             "Add dataset.train_file=path/to/train.csv (relative paths are resolved against dataset.data_dir).",
         )
     warnings: list[str] = []
     splits = {}
     for key in ("train_file", "valid_file", "test_file"):
-        path = _resolve(base, _get(cfg, key))
+        path = _resolve(base, getattr(cfg, key))
         if path is not None:
             path = _require_file(path, cfg, f"dataset.{key}")
         splits[key] = _table_file(path, cfg, warnings, f"dataset.{key}") if path else None
@@ -585,7 +576,7 @@ def _read_table(cfg: Any, directory: Path) -> _Raw:
 
 def _read_hf(cfg: Any, directory: Path) -> _Raw:
     """dataset=hf: a Hugging Face dataset; its columns are joined and checked as a CSV's are."""
-    if not _get(cfg, "path"):
+    if not cfg.path:
         raise UserError(
             "dataset=hf needs dataset.path, and it is not set.",
             "Add dataset.path=<a Hugging Face hub name, e.g. imdb> or "
@@ -594,9 +585,9 @@ def _read_hf(cfg: Any, directory: Path) -> _Raw:
     # Imported here: `datasets` is an optional extra and slow to import, so only dataset=hf pays.
     from ulmfit_cli.data.hf import hf_tables
 
-    tables = hf_tables(str(_get(cfg, "path")), _get(cfg, "subset"), _get(cfg, "split_map"), _user_base(cfg))
+    tables = hf_tables(str(cfg.path), cfg.subset, cfg.split_map, _user_base(cfg))
     splits = {key: _columns_split(t.source, t.columns, t.get, cfg, labelled=key != "lm") for key, t in tables.items()}
-    use_lm = "lm" in splits and bool(_get(cfg, "use_unsup", True))
+    use_lm = "lm" in splits and bool(cfg.use_unsup)
     return _Raw(splits["train"], splits.get("valid"), splits.get("test"),
                 lm_extra=splits["lm"].texts if use_lm else None)
 
@@ -643,9 +634,9 @@ def _lm_file(path: Path, cfg: Any, warnings: list[str]) -> list[str]:
 def _read_lm_files(cfg: Any, warnings: list[str]) -> list[str]:
     """The texts of dataset.lm_files, in the order given: unlabelled text that LM fine-tuning adds
     to the training text (like IMDb's unsup reviews), so `use_unsup=false` leaves them out."""
-    names = _get(cfg, "lm_files") or []
+    names = cfg.lm_files or []
     names = [names] if isinstance(names, str) else list(names)
-    if not names or not bool(_get(cfg, "use_unsup", True)):
+    if not names or not bool(cfg.use_unsup):
         return []
     base = _user_base(cfg)
     texts: list[str] = []
@@ -670,20 +661,20 @@ def _read_lm_files(cfg: Any, warnings: list[str]) -> list[str]:
 
 
 def _check_numbers(cfg: Any) -> None:
-    frac = _get(cfg, "valid_frac", 0.1)
+    frac = cfg.valid_frac
     if not 0 <= float(frac) < 0.5:
         raise UserError(
             f"dataset.valid_frac={frac} is out of range.", "Use a fraction in [0, 0.5), e.g. dataset.valid_frac=0.1."
         )
     for key in ("max_train_examples", "max_docs"):
-        value = _get(cfg, key)
+        value = getattr(cfg, key)
         if value is not None and int(value) < 1:
             raise UserError(f"dataset.{key}={value} must be a positive number.", f"Use dataset.{key}=null for no cap.")
 
 
 def _normalise(split: _Split, cfg: Any, warnings: list[str]) -> _Split:
     """Drop rows that cannot be trained on (empty text, missing label) and parse multi-labels."""
-    multi, sep = bool(_get(cfg, "multi_label", False)), str(_get(cfg, "label_sep", ";"))
+    multi, sep = bool(cfg.multi_label), str(cfg.label_sep)
     texts: list[str] = []
     labels: list | None = [] if split.labels is not None else None
     empty_text = empty_label = 0
@@ -744,7 +735,7 @@ def _label_set(labels: list) -> set[str]:
 
 def _finish(cfg: Any, raw: _Raw) -> TextDataset:
     warnings = list(raw.warnings or [])
-    seed, frac = int(_get(cfg, "split_seed", 42)), float(_get(cfg, "valid_frac", 0.1))
+    seed, frac = int(cfg.split_seed), float(cfg.valid_frac)
     train = _normalise(raw.train, cfg, warnings)
     valid = _normalise(raw.valid, cfg, warnings) if raw.valid is not None else None
     test = _normalise(raw.test, cfg, warnings) if raw.test is not None else None
@@ -799,16 +790,16 @@ def _finish(cfg: Any, raw: _Raw) -> TextDataset:
 
     # max_train_examples keeps the first rows of the already shuffled train split; max_docs caps
     # every split (train included) for quick experiments.
-    for cap in (_get(cfg, "max_train_examples"), _get(cfg, "max_docs")):
+    for cap in (cfg.max_train_examples, cfg.max_docs):
         if cap is not None:
             train = _take(train, list(range(min(int(cap), len(train.texts)))))
-    max_docs = _get(cfg, "max_docs")
+    max_docs = cfg.max_docs
     doc_cap = int(max_docs) if max_docs is not None else None
     valid, test = _subset(valid, doc_cap, seed), _subset(test, doc_cap, seed)
     lm_extra = [t for t in (raw.lm_extra or []) if t and t.strip()][:doc_cap]
 
     return TextDataset(
-        name=str(_get(cfg, "name")),
+        name=str(cfg.name),
         train_texts=train.texts,
         valid_texts=valid.texts,
         test_texts=test.texts,

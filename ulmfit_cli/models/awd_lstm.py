@@ -15,12 +15,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .lstm_kernels import lstm_layer
+from .accel.lstm_kernels import lstm_layer
 
 
 def keep_mask(x: torch.Tensor, shape: tuple, p: float) -> torch.Tensor:
-    """Bool Bernoulli(1-p) mask, drawn as uniform >= p: on CPU that is 3x faster than
-    bernoulli_/F.dropout (65 ms for one paper-size 4608x1152 matrix, paid per forward, i.e. per
+    """Bool Bernoulli(1-p) mask, drawn as uniform >= p: on CPU that is several times faster than
+    bernoulli_/F.dropout (for a paper-size 4608x1152 matrix, paid per forward, i.e. per
     BPT3C chunk); same distribution."""
     return torch.rand(*shape, dtype=x.dtype, device=x.device) >= p
 
@@ -126,7 +126,7 @@ class AWDLSTM(nn.Module):
         weights remain dropped for the entirety of the forward and backward pass"); BPT3C makes one
         pass over a document batch out of several encoder calls, one per chunk. Drawing the masks
         once for the batch is that rule (fastai redraws them per chunk), and saves the per-chunk
-        draw, which for the paper-size model is ~0.1 s of a 2-core CPU per chunk. The masked
+        draw, a large share of a paper-size model's step on a CPU. The masked
         weights are built here, where gradients are on, so that chunks run under no_grad (those
         before max_len) share them without cutting the later chunks' path to the raw weights.
         """

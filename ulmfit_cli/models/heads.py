@@ -3,23 +3,27 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .awd_lstm import AWDLSTM, LockedDropout
-from .fused_softmax import cross_entropy_sum_and_hits, linear_cross_entropy
+from .accel.fused_softmax import cross_entropy_sum_and_hits, linear_cross_entropy
 
 
 class LanguageModel(nn.Module):
     """AWD-LSTM + output dropout + linear decoder tied to the embedding.
 
     forward(ids) -> (logits, raw_last, dropped_last); the last two feed TAR and AR.
-    forward(ids, targets) -> (mean cross-entropy, raw_last, dropped_last), the decoder and the
-    softmax fused so the (tokens x vocab) logits are never built (as nanoGPT's forward(idx, targets)).
-    score(ids, targets) -> (summed cross-entropy, top-1 hits), for evaluation, in the same chunks.
+    forward(ids, targets) -> (mean cross-entropy, raw_last, dropped_last), as nanoGPT's forward(idx, targets).
+    score(ids, targets) -> (summed cross-entropy, top-1 hits), for evaluation.
+    With `fused_softmax` (the default) both run the decoder and the softmax in row chunks
+    (models/accel/fused_softmax.py), so the (tokens x vocab) logits are never built; without it,
+    the reference: the decoder's logits and F.cross_entropy.
     """
 
-    def __init__(self, encoder: AWDLSTM, output_p: float = 0.4, tie_weights: bool = True):
+    def __init__(self, encoder: AWDLSTM, output_p: float = 0.4, tie_weights: bool = True, fused_softmax: bool = True):
         super().__init__()
         self.encoder = encoder
+        self.fused_softmax = fused_softmax
         self.output_dp = LockedDropout(output_p)
         vocab, emb = encoder.encoder.weight.shape
         self.decoder = nn.Linear(emb, vocab)
@@ -48,16 +52,27 @@ class LanguageModel(nn.Module):
 
     def score(self, ids: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
         _, dropped = self._features(ids)
-        return cross_entropy_sum_and_hits(dropped.reshape(-1, dropped.size(-1)), self.decoder.weight,
-                                          self.decoder.bias, targets.reshape(-1))
+        flat, tgt = dropped.reshape(-1, dropped.size(-1)), targets.reshape(-1)
+        if self.fused_softmax:
+            return cross_entropy_sum_and_hits(flat, self.decoder.weight, self.decoder.bias, tgt)
+        logits = _at_least_fp32(self.decoder(flat))
+        return float(F.cross_entropy(logits, tgt, reduction="sum")), int((logits.argmax(1) == tgt).sum())
 
     def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None):
         raw_last, dropped = self._features(ids)
-        if targets is not None:
-            flat = dropped.reshape(-1, dropped.size(-1))
-            ce = linear_cross_entropy(flat, self.decoder.weight, self.decoder.bias, targets.reshape(-1))
-            return ce, raw_last, dropped
-        return self.decoder(dropped), raw_last, dropped
+        if targets is None:
+            return self.decoder(dropped), raw_last, dropped
+        flat, tgt = dropped.reshape(-1, dropped.size(-1)), targets.reshape(-1)
+        if self.fused_softmax:
+            ce = linear_cross_entropy(flat, self.decoder.weight, self.decoder.bias, tgt)
+        else:
+            ce = F.cross_entropy(_at_least_fp32(self.decoder(flat)), tgt)
+        return ce, raw_last, dropped
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """The softmax in fp32 (or wider) whatever autocast made the logits, as the fused path does."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def masked_concat_pool(states: torch.Tensor, mask: torch.Tensor, last: torch.Tensor) -> torch.Tensor:

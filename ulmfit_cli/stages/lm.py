@@ -21,7 +21,8 @@ log = logging.getLogger("ulmfit")
 
 def lm_step(alpha: float, beta: float, device: torch.device):
     """Cross-entropy + AR (alpha * L2 of the dropped last-layer output) + TAR (beta * L2 of its
-    time differences), the regularisers of Merity et al.; computed in fp32 (fastai#1335).
+    time differences), the regularisers of Merity et al.; computed in fp32
+    (https://github.com/fastai/fastai/issues/1335: squared in fp16 they overflow).
 
     `forward` runs the model (the Trainer passes the model, or it wrapped in DistributedDataParallel).
     Every term is a mean over this process's tokens; with equal shares per rank, DDP's average

@@ -120,7 +120,7 @@ class SplitScorer:
 
 
 def labelled_dataset(cfg):
-    data = load_dataset(cfg.dataset, cfg.data_root)
+    data = load_dataset(cfg.dataset, cfg.data_root, lm_files=False)  # unlabelled text is finetune-lm's
     if not data.labelled:
         raise UserError(f"dataset={data.name} has no labels, so no classifier can be trained on it.",
                         "Pick a labelled dataset (e.g. dataset=trec6) or set dataset.label_col=<column>.")

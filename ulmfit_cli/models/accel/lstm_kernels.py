@@ -1,21 +1,21 @@
-"""Which LSTM kernel runs a layer: torch's fused one, or a bf16 step loop for CPU training.
+"""Which LSTM kernel runs a layer: torch's fused one (the reference), or a bf16 step loop for
+CPU training.
 
-Measured on 2-core AVX512-BF16 CPUs: bf16 matrix products run 2.2x (one AMD EPYC host) to ~4x
-(another) faster than fp32 ones, yet oneDNN's fused bf16 LSTM trains only ~1.3x faster than its
-fp32 one, because its bf16 backward pass is no faster than fp32. `BF16StepLSTM` keeps every
-matrix product in bf16 (the per-step recurrence, and the input and weight products batched over
-all steps) and the cell state and its gradient in fp32. Forward + backward of the paper-size
-3-layer stack at bs 64 x bptt 70: fused fp32 1.45-1.51 s, fused bf16 1.10-1.14 s, step loop
-0.96-1.0 s. Smaller layers, inference and GPU runs keep the fused kernel (cuDNN; oneDNN's bf16
-forward alone is fast).
+On CPUs with bf16 instructions, bf16 matrix products are several times faster than fp32 ones,
+yet oneDNN's fused bf16 LSTM trains little faster than its fp32 one, because its bf16 backward
+pass is no faster than fp32. `BF16StepLSTM` keeps every matrix product in bf16 (the per-step
+recurrence, and the input and weight products batched over all steps) and the cell state and
+its gradient in fp32. It wins for paper-size layers; smaller layers, inference and GPU runs
+keep the fused kernel (cuDNN; oneDNN's bf16 forward alone is fast). scripts/bench.py measures
+both (README, speed section).
 """
 from __future__ import annotations
 
 import torch
 
 KERNELS = ("auto", "fused", "step")  # step: the loop for bf16 CPU training whatever the size (tests, parity)
-# Measured per layer, bs 8-64 x bptt 70, fwd+bwd, 2-core CPU (issue 6): the step loop beats oneDNN's fused
-# bf16 kernel for 1152 hidden units (0.5-0.9x its time) and loses for 576 or fewer (1.2-1.9x).
+# Per layer, forward + backward at bs 8-64 x bptt 70, the step loop beat oneDNN's fused bf16 kernel
+# for 1152 hidden units and lost for 576 or fewer: the threshold sits between.
 STEP_MIN_HIDDEN = 1024
 
 

@@ -1,9 +1,9 @@
 """Decoder + softmax cross-entropy in one pass over row chunks, for LM training.
 
-The plain path builds (tokens x vocab) logits, an fp32 copy of them, their log-softmax and its
-gradient: at bs 64 x bptt 70 and a 30k vocabulary that is four 0.3-0.5 GB tensors, each written
-and read through memory, and under bf16 the casts alone cost as much as the decoder product
-(measured, scripts/bench.py --profile). Here each chunk of rows is decoded, normalised in fp32
+The reference path (LanguageModel with fused_softmax=False) builds (tokens x vocab) logits, an
+fp32 copy of them, their log-softmax and its gradient: at the paper's batch and vocabulary, four
+tensors of hundreds of MB, each written and read through memory, and under bf16 the casts alone
+cost as much as the decoder product (scripts/bench.py --profile shows it). Here each chunk of rows is decoded, normalised in fp32
 while it is in cache, and only the gradient of the logits is kept (in the product dtype), so
 the backward is two matrix products. The loss is the same mean cross-entropy, exactly: only
 the order of the fp32 sums differs.
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import torch
 
-# Rows decoded at a time. CPU: 128 x 30k fp32 = 15 MB, the fastest of 128..1024 measured on the
-# 2-core CPU. GPU: the whole bs x bptt batch at once (no cache to fit; fewer, larger kernels).
+# Rows decoded at a time. CPU: a chunk's logits should stay in cache (128 rows of a 30k vocabulary
+# are 15 MB; 128 was the fastest of 128..1024). GPU: the whole bs x bptt batch at once (no cache to
+# fit; fewer, larger kernels).
 CPU_CHUNK_ROWS, GPU_CHUNK_ROWS = 128, 8192
 
 
