@@ -19,7 +19,8 @@ from ulmfit_cli import config
 CONF = Path(config.conf_dir())
 GROUPS = {"model": config.ModelConfig, "dataset": config.DatasetConfig, "tokenizer": config.TokenizerConfig,
           "schedule": config.ScheduleConfig, "unfreeze": config.UnfreezeConfig,
-          "bidirectional": config.BidirectionalConfig, "distributed": config.DistributedConfig}
+          "bidirectional": config.BidirectionalConfig, "distributed": config.DistributedConfig,
+          "logger": config.LoggerConfig}
 PRIMARY = {"pretrain.yaml": config.PretrainConfig, "finetune_lm.yaml": config.FinetuneLMConfig,
            "train_clf.yaml": config.TrainClfConfig}
 

@@ -159,6 +159,46 @@ class DistributedConfig:
 
 
 @dataclass
+class TensorBoardConfig:
+    save_dir: Optional[str] = None  # null = <run dir>/tensorboard; a directory = <dir>/<run dir under outputs_root>
+
+
+@dataclass
+class MlflowConfig:
+    """Unset keys fall back to MLflow's own environment variables, then to these defaults."""
+
+    tracking_uri: Optional[str] = None  # null = $MLFLOW_TRACKING_URI, else MLflow's default (./mlflow.db)
+    experiment_name: Optional[str] = None  # null = $MLFLOW_EXPERIMENT_NAME (or _ID), else ulmfit-<stage>
+    run_name: Optional[str] = None  # null = "<stage> <dataset> <directions>" (+ " #<job>" in a sweep)
+    tags: Dict[str, str] = field(default_factory=dict)
+    log_artifacts: bool = True  # summary.json and, for classifiers, predictions_test.csv
+
+
+@dataclass
+class WandbConfig:
+    """Unset keys fall back to W&B's own environment variables (WANDB_*), then to these defaults."""
+
+    project: Optional[str] = None  # null = $WANDB_PROJECT, else ulmfit-<stage>
+    entity: Optional[str] = None  # null = $WANDB_ENTITY, else the account's default
+    mode: Optional[str] = None  # online | offline | disabled; null = $WANDB_MODE, else online
+    dir: Optional[str] = None  # null = $WANDB_DIR, else the run dir (W&B adds wandb/<run>/)
+    group: Optional[str] = None  # null = the sweep (<stage>-<sweep dir name>) for -m jobs
+    run_name: Optional[str] = None  # null = "<stage> <dataset> <directions>" (+ " #<job>" in a sweep)
+    tags: List[str] = field(default_factory=list)
+    log_artifacts: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    """Trackers beside metrics.csv (always written): `logger=[tensorboard,mlflow]` fills the nodes of
+    those selected (conf/logger/*.yaml); a null node is a tracker not in use."""
+
+    tensorboard: Optional[TensorBoardConfig] = None
+    mlflow: Optional[MlflowConfig] = None
+    wandb: Optional[WandbConfig] = None
+
+
+@dataclass
 class StageConfig:
     stage: str = MISSING
     seed: int = 0
@@ -187,6 +227,7 @@ class StageConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     experiment: Optional[Any] = None
     # Values that differ by stage, named: per_stage.epochs = {pretrain: 10, finetune-lm: 10, train-clf: 14},
     # read as train.epochs: ${per_stage.epochs.${stage}} (experiment files), overridden as

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from .. import config, distributed, runtime
 from ..errors import UserError, print_error, reraise_for_user
 from ..reporting.objective import check_objective, objective_value
+from ..reporting.trackers import check_trackers, misplaced_tracker_keys
 from ..stages import finetune_lm, pretrain, train_clf
 from ..stages.context import RunContext, has_outputs
 
@@ -121,6 +122,7 @@ def run_job(subcommand: str, cfg) -> dict | float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     summary = None
     if distributed.wants_launch(cfg):  # distributed=ddp: this job starts the processes
+        check_trackers(cfg)  # rank 0 opens them; a tracker that cannot start fails here, before torchrun
         summary = distributed.launch(cfg, subcommand, list(HydraConfig.get().overrides.task), run_dir)
     if summary is None:
         ranks = distributed.setup(cfg, run_dir)  # one process: no group to join
@@ -129,8 +131,7 @@ def run_job(subcommand: str, cfg) -> dict | float:
             runtime.set_threads(cfg.threads)
             runtime.seed_everything(cfg.seed)
             runtime.set_deterministic(cfg.deterministic)
-            ctx = RunContext.open(cfg, run_dir, ranks)
-            with runtime.stop_on_signals(ctx.stop, ddp=ranks.enabled):
+            with RunContext.open(cfg, run_dir, ranks) as ctx, runtime.stop_on_signals(ctx.stop, ddp=ranks.enabled):
                 summary = STAGES[subcommand][1].run(ctx)
             ok = True
         finally:
@@ -145,6 +146,7 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
     if os.environ.get(distributed.CHILD_ENV) != "1":  # started by distributed=ddp: the parent job checked these
         refuse_existing_run_dir(argv)
         check_outputs_writable(argv, subcommand)
+        misplaced_tracker_keys(argv)
         argv = expand_resume(subcommand, argv)
     argv = distributed.rewrite_argv(argv)  # under torchrun: ranks > 0 write nothing
 

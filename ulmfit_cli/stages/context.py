@@ -5,7 +5,8 @@ and precision, this process's place among data-parallel ranks, the run directory
 outputs (metrics.csv, checkpoints, summary.json), the progress display and the stop flag that
 signals set. Under data-parallel training every rank has a context on rank 0's directory (to
 read checkpoints from), but only rank 0 writes: metrics, checkpoints and summary.json are
-no-ops elsewhere.
+no-ops elsewhere. Rank 0's metrics also go to the trackers `logger=` selects (reporting/trackers/),
+opened with the context and closed when it is left (`with RunContext.open(...) as ctx:`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ..distributed import Ranks
 from ..errors import UserError
 from ..reporting.metrics import MetricsWriter, write_summary
 from ..reporting.progress import make_progress
+from ..reporting.trackers import TrackedMetrics, open_trackers
 from ..runtime import (StopFlag, check_lstm_kernel, check_precision, describe_device, resolve_device, rng_state,
                        set_rng_state)
 
@@ -44,6 +46,12 @@ class NoMetrics:
     def truncate(self, n_rows: int) -> None:
         pass
 
+    def finish(self, summary: dict, files: list) -> None:
+        pass
+
+    def close(self, exc: BaseException | None = None) -> None:
+        pass
+
 
 @dataclass
 class RunContext:
@@ -52,7 +60,7 @@ class RunContext:
     device: torch.device
     precision: str
     ranks: Ranks
-    metrics: MetricsWriter | NoMetrics
+    metrics: TrackedMetrics | NoMetrics
     progress: object | None
     stop: StopFlag = field(default_factory=StopFlag)
     t0: float = field(default_factory=time.time)
@@ -60,7 +68,8 @@ class RunContext:
     @classmethod
     def open(cls, cfg: DictConfig, run_dir: Path, ranks: Ranks) -> "RunContext":
         """Check the device, precision and kernel, refuse a directory holding an earlier run's
-        outputs, and (rank 0) write config.yaml and start metrics.csv."""
+        outputs, and (rank 0) open the trackers, write config.yaml and start metrics.csv. A tracker
+        that cannot start is a UserError raised before anything of the run is written."""
         run_dir = ranks.run_dir or Path(run_dir)
         writes = ranks.is_rank0
         if writes and has_outputs(run_dir) and not cfg.resume:
@@ -72,14 +81,23 @@ class RunContext:
         device = ranks.device if ranks.enabled else resolve_device(cfg.device)
         precision = check_precision(cfg.precision, device)
         check_lstm_kernel(cfg.model.lstm_kernel)
+        metrics = NoMetrics()
         if writes:
+            trackers = open_trackers(cfg, run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        metrics = MetricsWriter(run_dir / "metrics.csv", stage=cfg.stage) if writes else NoMetrics()
+            metrics = TrackedMetrics(MetricsWriter(run_dir / "metrics.csv", stage=cfg.stage), trackers)
         ctx = cls(cfg, run_dir, device, precision, ranks, metrics, make_progress(cfg.progress if writes else "none"))
         log.info("%s run in %s on %s%s", cfg.stage, run_dir, describe_device(device),
                  f" x {ranks.world_size} processes (DDP)" if ranks.enabled else "")
         return ctx
+
+    def __enter__(self) -> "RunContext":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Close the trackers' runs: finished, killed (a signal) or failed, as the run ended."""
+        self.metrics.close(exc)
 
     @property
     def writes(self) -> bool:
@@ -122,14 +140,18 @@ class RunContext:
         log.info("resuming: %s already finished (%s)", direction, path.name)
         return ckpt
 
-    def finish(self, results: dict, started_from: Path | None = None, **extra) -> dict:
-        """Write summary.json (rank 0), the mark of a finished run; return it."""
+    def finish(self, results: dict, started_from: Path | None = None, artifacts: tuple[Path, ...] = (),
+               **extra) -> dict:
+        """Write summary.json (rank 0), the mark of a finished run, and hand it with `artifacts` (files
+        of the run dir) to the trackers; return it."""
         fields = dict(stage=self.cfg.stage, results=results, started_from=str(started_from) if started_from else None,
                       wall_time_s=time.time() - self.t0, device=describe_device(self.device), precision=self.precision,
                       **({"processes": self.ranks.world_size} if self.ranks.enabled else {}), **extra)
         if not self.writes:
             return {"run_dir": str(self.dir), **fields}
-        return write_summary(self.dir, **fields)
+        summary = write_summary(self.dir, **fields)
+        self.metrics.finish(summary, [self.dir / "summary.json", *artifacts])
+        return summary
 
     # -- resumable training state ------------------------------------------------------------
     def save_progress(self, direction: str, trainer_state: dict) -> None:

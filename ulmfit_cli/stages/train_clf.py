@@ -55,10 +55,10 @@ def run(ctx: RunContext) -> dict:
     if len(directions) > 1:
         results["ensemble"], threshold = split_scores(np.mean(probs["valid"], axis=0), np.mean(probs["test"], axis=0),
                                                       ys, multi)
+    predictions = ctx.dir / "predictions_test.csv"
     if ctx.writes:
-        write_predictions(ctx.dir / "predictions_test.csv", data.test_texts, data.test_labels, classes,
-                          probs["test"], multi, threshold)
-    return ctx.finish(results, started_from=source_dir, dataset=data.name, classes=classes,
+        write_predictions(predictions, data.test_texts, data.test_labels, classes, probs["test"], multi, threshold)
+    return ctx.finish(results, started_from=source_dir, artifacts=(predictions,), dataset=data.name, classes=classes,
                       n_train=len(docs["train"]), warnings=data.warnings, **baselines(ys, multi))
 
 
