@@ -130,17 +130,22 @@ def test_a_missing_tracker_package_names_the_extra_to_install(tmp_path, tracker,
 
 
 @needs("mlflow")
-@pytest.mark.parametrize("how", ["config", "env"])
+@pytest.mark.parametrize("how", ["run, config key", "sweep, environment"])
 def test_an_unreachable_mlflow_server_is_one_paragraph_before_training(tmp_path, how):
+    """A closed port on 127.0.0.1: exit 2 with one paragraph naming the URI and where it came from, in
+    seconds, before any job trains; a sweep stops before its first job."""
     uri = f"http://127.0.0.1:{closed_port()}"
-    args, env = (["logger.mlflow.tracking_uri=" + uri], {}) if how == "config" else ([], {"MLFLOW_TRACKING_URI": uri})
+    if how.startswith("run"):
+        args, env, source = [*ONE_DIR, "logger.mlflow.tracking_uri=" + uri], {}, "logger.mlflow.tracking_uri"
+    else:
+        args, env, source = ["-m", *ONE_DIR, "seed=0,1"], {"MLFLOW_TRACKING_URI": uri}, "$MLFLOW_TRACKING_URI"
     t0 = time.time()
-    proc = ulmfit("train-clf", *ONE_DIR, "logger=mlflow", *args, cwd=tmp_path, env=env, check=False)
+    proc = ulmfit("train-clf", *args, "logger=mlflow", cwd=tmp_path, env=env, check=False)
     assert proc.returncode == 2
-    source = "logger.mlflow.tracking_uri" if how == "config" else "$MLFLOW_TRACKING_URI"
     assert_clean_error(proc, f"no MLflow tracking server answers at {uri} (from {source})", "mlflow server")
     assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1, proc.stderr
     assert_nothing_trained(tmp_path)
+    assert not list(tmp_path.glob("outputs/multirun/*/*/0"))  # no sweep job started
     assert time.time() - t0 < 120  # not MLflow's minutes of retries
 
 
@@ -314,3 +319,22 @@ def test_mlflow_sweep_is_a_parent_run_with_a_child_per_job_across_processes(tmp_
                                                                                    "summary.json"]
         local = client.download_artifacts(child.info.run_id, "predictions_test.csv", str(tmp_path / f"dl{job}"))
         assert Path(local).read_text() == (run_dir / "predictions_test.csv").read_text()
+
+
+@pytest.mark.integration
+@needs("tensorboard")
+def test_only_rank_0_logs_under_ddp(tmp_path):
+    """distributed=ddp with 2 CPU processes: one tracker run (one event file), holding rank 0's rows,
+    which are already summed over the ranks."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ulmfit("pretrain", "experiment=quickstart", "progress=none", "bidirectional=fwd", "dataset.max_docs=300",
+           "train.bs=8", "token_cache=off", "device=cpu", "threads=1", "train.epochs=1", "train.max_steps_per_epoch=5",
+           "distributed=ddp", "distributed.nproc=2", "logger=tensorboard", cwd=tmp_path, timeout=600)
+    run = only_run(tmp_path, "pretrain")
+    assert len(list(tmp_path.rglob("events.out.tfevents.*"))) == 1
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    rows = [r for r in read_rows(run) if r["split"] == "valid"]
+    assert [e.value for e in acc.Scalars("fwd/valid/perplexity")] == pytest.approx([float(r["perplexity"]) for r in rows])
+    assert acc.Scalars("final/processes")[-1].value == 2

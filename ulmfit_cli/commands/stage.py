@@ -146,8 +146,8 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
     if os.environ.get(distributed.CHILD_ENV) != "1":  # started by distributed=ddp: the parent job checked these
         refuse_existing_run_dir(argv)
         check_outputs_writable(argv, subcommand)
-        misplaced_tracker_keys(argv)
         argv = expand_resume(subcommand, argv)
+        misplaced_tracker_keys(argv)
     argv = distributed.rewrite_argv(argv)  # under torchrun: ranks > 0 write nothing
 
     def task(cfg):

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from ...errors import UserError
 from ...fileutil import read_json, write_json
-from .common import RUN_IDS, TRACKERS, RunInfo, selected, status_of
+from .common import RUN_IDS, TRACKERS, RunInfo, brief, selected, status_of
 
 log = logging.getLogger("ulmfit")
 
@@ -64,9 +64,8 @@ class TrackedMetrics:
                 call(t)
             except Exception as e:  # noqa: BLE001 - any tracker error: warn once, keep training
                 self.trackers.remove(t)
-                log.warning("%s: could not %s (%s: %s); it is dropped for the rest of this run. Training goes "
-                            "on and metrics.csv keeps every row.", t.label, what, type(e).__name__,
-                            str(e).splitlines()[0][:300] if str(e) else "")
+                log.warning("%s: could not %s (%s); it is dropped for the rest of this run. Training goes "
+                            "on and metrics.csv keeps every row.", t.label, what, brief(e))
 
 
 def open_trackers(cfg: DictConfig, run_dir: Path) -> list:

@@ -3,6 +3,7 @@ summary.json as tracker metrics, and the import that names the extra to install.
 from __future__ import annotations
 
 import importlib
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +108,8 @@ def final_metrics(summary: dict) -> dict[str, float]:
 
 
 def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A real number, numpy's included (numpy registers its scalars as numbers.Real); not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def status_of(exc: BaseException | None) -> str:
@@ -122,3 +124,9 @@ def env_or(value: str | None, *names: str) -> str | None:
     if value not in (None, ""):
         return str(value)
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+
+def brief(e: BaseException) -> str:
+    """An exception as one short clause for a one-paragraph error: its type and first line."""
+    line = (str(e).strip().splitlines() or [""])[0][:300].rstrip(". ")
+    return f"{type(e).__name__}: {line}" if line else type(e).__name__

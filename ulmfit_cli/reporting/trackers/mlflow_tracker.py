@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 
 from ...errors import UserError, print_error
 from ...fileutil import read_json, write_json
-from .common import RUN_IDS, RunInfo, env_or, final_metrics, flat_params, import_tracker, row_metrics
+from .common import RUN_IDS, RunInfo, brief, env_or, final_metrics, flat_params, import_tracker, row_metrics
 
 log = logging.getLogger("ulmfit")
 PARAM_BATCH = 100  # MLflow takes at most 100 params per log_batch call
@@ -78,7 +78,7 @@ def connect(ml_cfg, stage: str):
         return client, uri, experiment_id(client, name)
     except Exception as e:  # noqa: BLE001 - any failure to reach or use the store is the user's to fix
         raise UserError(f"logger=mlflow: the tracking store at {uri} (from {source}) refused the experiment: "
-                        f"{type(e).__name__}: {first_line(e)}. Nothing was trained.",
+                        f"{brief(e)}. Nothing was trained.",
                         "Check logger.mlflow.tracking_uri / $MLFLOW_TRACKING_URI and the experiment name "
                         "(logger.mlflow.experiment_name / $MLFLOW_EXPERIMENT_NAME), or leave mlflow out of logger=.") from e
 
@@ -96,15 +96,11 @@ def experiment_id(client, name: str) -> str:
         return found.experiment_id
 
 
-def first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [""])[0][:300]
-
-
 def open_run(ml_cfg, cfg, info: RunInfo, ids: dict | None) -> "MlflowRun":
     client, uri, exp = connect(ml_cfg, cfg.stage)
     parent = parent_run(info, uri)
     try:
-        if ids and ids.get("run_id"):  # resume=: the same MLflow run goes on
+        if ids and ids.get("run_id") and ids.get("tracking_uri") == uri:  # resume=: the same MLflow run goes on
             client.update_run(ids["run_id"], status="RUNNING")
             return MlflowRun(client, uri, ids["experiment_id"], ids["run_id"], ml_cfg.log_artifacts)
         if parent:
@@ -115,7 +111,7 @@ def open_run(ml_cfg, cfg, info: RunInfo, ids: dict | None) -> "MlflowRun":
         run_id = run.info.run_id
         log_params(client, run_id, flat_params(cfg))
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"logger=mlflow: could not start a run at {uri}: {type(e).__name__}: {first_line(e)}. "
+        raise UserError(f"logger=mlflow: could not start a run at {uri}: {brief(e)}. "
                         "Nothing was trained.", "Check the tracking server and logger.mlflow.* settings, or leave "
                         "mlflow out of logger=.") from e
     return MlflowRun(client, uri, exp, run_id, ml_cfg.log_artifacts)
@@ -196,7 +192,7 @@ class SweepTrackers(Callback):
             sys.exit(e.exit_code)
         except Exception as e:  # noqa: BLE001
             print_error(UserError(f"logger=mlflow: could not start the sweep's parent run at {uri}: "
-                                  f"{type(e).__name__}: {first_line(e)}.", "Check the tracking server, or leave mlflow "
+                                  f"{brief(e)}.", "Check the tracking server, or leave mlflow "
                                   "out of logger=."), bool(config.get("verbose")))
             sys.exit(2)
         write_json(sweep_dir / RUN_IDS, {"mlflow": {"tracking_uri": uri, "experiment_id": exp,
@@ -233,7 +229,7 @@ class SweepTrackers(Callback):
                 status = "FAILED" if (pd.read_csv(table)["status"] == "failed").any() else "FINISHED"
             client.set_terminated(parent["run_id"], status)
         except Exception as e:  # noqa: BLE001 - the sweep's own outputs are all written already
-            log.warning("MLflow: could not close the sweep's parent run: %s: %s", type(e).__name__, first_line(e))
+            log.warning("MLflow: could not close the sweep's parent run: %s", brief(e))
 
 
 def sweep_overrides(config) -> list[str]:

@@ -8,10 +8,11 @@ and W&B's own step may only grow.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from ...errors import UserError
-from .common import RunInfo, env_or, final_metrics, import_tracker, row_metrics
+from .common import RunInfo, brief, env_or, final_metrics, import_tracker, row_metrics
 
 MODES = ("online", "offline", "disabled", "shared")
 
@@ -51,8 +52,7 @@ def open_run(wb_cfg, cfg, info: RunInfo, ids: dict | None) -> "WandbRun":
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - no key, no network, a bad setting: all the user's to fix
-        raise UserError(f"logger=wandb could not start a run ({mode} mode): {type(e).__name__}: "
-                        f"{(str(e).strip().splitlines() or [''])[0][:300]}. Nothing was trained.",
+        raise UserError(f"logger=wandb could not start a run ({mode} mode): {brief(e)}. Nothing was trained.",
                         "Log in with `wandb login` (or set WANDB_API_KEY), run offline with WANDB_MODE=offline "
                         "(then `wandb sync`), or leave wandb out of logger=.") from e
     return WandbRun(run, wb_cfg.log_artifacts, info.run_dir)
@@ -70,8 +70,9 @@ class WandbRun:
         return {"id": self.run.id, "project": self.run.project, "dir": str(self.run.dir)}
 
     def where(self) -> str:
-        url = getattr(self.run, "url", None)
-        return f"run {url}" if url else f"run {self.run.id}, offline in {Path(self.run.dir).parent} (wandb sync it)"
+        if self.run.offline:  # W&B warns when an offline run is asked for its URL
+            return f"run {self.run.id}, offline in {Path(self.run.dir).parent} (`wandb sync` it)"
+        return f"run {self.run.url}"
 
     def log_row(self, row: dict) -> None:
         step, metrics = row_metrics(row)
@@ -85,8 +86,10 @@ class WandbRun:
     def finish(self, summary: dict, files: list[Path]) -> None:
         self.run.summary.update(final_metrics(summary))
         if self.log_artifacts:
-            for f in files:
-                self.run.save(str(f), base_path=str(Path(f).parent), policy="now")
+            for f in files:  # a copy in the run's files dir: W&B would symlink (and warn about) one outside
+                copy = Path(self.run.dir) / Path(f).name
+                shutil.copyfile(f, copy)
+                self.run.save(str(copy), base_path=str(self.run.dir), policy="now")
 
     def close(self, status: str) -> None:
         self.run.finish(exit_code={"FINISHED": 0, "KILLED": 130}.get(status, 1))
