@@ -24,8 +24,9 @@ import pytest
 
 from conftest import FAST, assert_clean_error, ulmfit
 from ulmfit_cli import config
+from ulmfit_cli.errors import UserError
 from ulmfit_cli.reporting.metrics import MetricsWriter
-from ulmfit_cli.reporting.trackers import TrackedMetrics
+from ulmfit_cli.reporting.trackers import TrackedMetrics, check_trackers
 
 ONE_DIR = [*FAST, "lm=null", "bidirectional=fwd", "threads=1"]
 TINY = ["experiment=quickstart", "lm=null", "bidirectional=fwd", "progress=none", "train.epochs=1", "unfreeze=none",
@@ -65,10 +66,11 @@ def test_logger_selects_one_or_more_trackers_each_with_its_schema():
         config.compose("train_clf", ["logger=mlflow", "logger.mlflow.tracking_ur=x"])
 
 
-def test_a_tracker_key_without_its_tracker_is_a_clear_error(tmp_path):
-    proc = ulmfit("train-clf", *ONE_DIR, "logger.mlflow.tracking_uri=http://127.0.0.1:1", cwd=tmp_path, check=False)
-    assert proc.returncode == 2
-    assert_clean_error(proc, "logger.mlflow.tracking_uri configures the mlflow tracker", "logger=mlflow")
+def test_a_tracker_key_without_its_tracker_is_a_clear_error():
+    from ulmfit_cli.commands.stage import run_stage
+
+    with pytest.raises(UserError, match=r"logger.mlflow.tracking_uri configures the mlflow tracker.*logger=mlflow"):
+        run_stage("train-clf", [*ONE_DIR, "logger.mlflow.tracking_uri=http://127.0.0.1:1"])
 
 
 # -- a tracker failing mid-run ----------------------------------------------------------------------
@@ -120,12 +122,22 @@ def assert_nothing_trained(cwd: Path) -> None:
         assert not (run / "config.yaml").exists() and not (run / "summary.json").exists()
 
 
-@pytest.mark.parametrize("tracker,package", [("tensorboard", "tensorboard"), ("mlflow", "mlflow"), ("wandb", "wandb")])
-def test_a_missing_tracker_package_names_the_extra_to_install(tmp_path, tracker, package):
-    proc = ulmfit("train-clf", *ONE_DIR, f"logger=[tensorboard,{tracker}]" if tracker != "tensorboard" else
-                  "logger=tensorboard", cwd=tmp_path, env=shadow(tmp_path, package), check=False)
+@pytest.mark.parametrize("tracker,module", [("tensorboard", "tensorboard"), ("mlflow", "mlflow"), ("wandb", "wandb")])
+def test_a_missing_tracker_package_names_the_extra_to_install(monkeypatch, tracker, module):
+    monkeypatch.setitem(sys.modules, module, None)  # `import <module>` now fails as if it were not installed
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
+    cfg = config.compose("train_clf", [f"logger={tracker}"])
+    with pytest.raises(UserError, match=rf"logger={tracker} needs the `{module}` package") as err:
+        check_trackers(cfg)
+    assert EXTRA in str(err.value)
+
+
+def test_a_missing_tracker_package_stops_the_run_before_anything_is_written(tmp_path):
+    """End to end: exit 2, one paragraph, no run files; TensorBoard, opened first, is closed again."""
+    proc = ulmfit("train-clf", *ONE_DIR, "logger=[tensorboard,mlflow]", cwd=tmp_path, env=shadow(tmp_path, "mlflow"),
+                  check=False)
     assert proc.returncode == 2
-    assert_clean_error(proc, f"logger={tracker} needs the `{package}` package", EXTRA)
+    assert_clean_error(proc, "logger=mlflow needs the `mlflow` package", EXTRA)
     assert_nothing_trained(tmp_path)
 
 
@@ -150,11 +162,10 @@ def test_an_unreachable_mlflow_server_is_one_paragraph_before_training(tmp_path,
 
 
 @needs("wandb")
-def test_a_bad_wandb_mode_is_a_clear_error(tmp_path):
-    proc = ulmfit("train-clf", *ONE_DIR, "logger=wandb", cwd=tmp_path, env={"WANDB_MODE": "sometimes"}, check=False)
-    assert proc.returncode == 2
-    assert_clean_error(proc, "$WANDB_MODE=sometimes is not a W&B mode", "offline")
-    assert_nothing_trained(tmp_path)
+def test_a_bad_wandb_mode_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "sometimes")
+    with pytest.raises(UserError, match=r"\$WANDB_MODE=sometimes is not a W&B mode.*offline"):
+        check_trackers(config.compose("train_clf", ["logger=wandb"]))
 
 
 # -- TensorBoard and W&B (offline): one classifier run logging to both --------------------------------
@@ -277,7 +288,7 @@ def mlflow_server(tmp_path_factory):
     finally:
         os.killpg(proc.pid, 15)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
         log.close()
