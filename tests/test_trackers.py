@@ -258,40 +258,53 @@ def free_port() -> int:
     return closed_port()
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """`mlflow server` on 127.0.0.1 (sqlite store, temp dir), waited for, killed after."""
-    if importlib.util.find_spec("mlflow") is None:
-        pytest.skip(f"mlflow not installed ({EXTRA})")
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    exe = Path(sys.executable).with_name("mlflow")
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen([str(exe), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-                             "--default-artifact-root", str(root / "artifacts"), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 240
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 (sqlite store, temp dir): started, waited for, stopped."""
+
+    def __init__(self, root: Path):
+        self.root, self.uri = root, f"http://127.0.0.1:{free_port()}"
+        self.log = open(root / "server.log", "w")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+             "--default-artifact-root", str(root / "artifacts"), "--host", "127.0.0.1",
+             "--port", self.uri.rsplit(":", 1)[1], "--workers", "1"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait(self, limit_s: float = 240) -> None:
+        deadline = time.time() + limit_s
         while True:
             try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=5) as r:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=5) as r:
                     if r.status == 200:
-                        break
+                        return
             except OSError:
                 pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise AssertionError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise AssertionError(f"mlflow server did not start:\n{(self.root / 'server.log').read_text()[-3000:]}")
             time.sleep(1)
-        yield uri
+
+    def stop(self, signal: int = 15) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    if importlib.util.find_spec("mlflow") is None:
+        pytest.skip(f"mlflow not installed ({EXTRA})")
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
+    try:
+        server.wait()
+        yield server
     finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-        log.close()
+        server.stop()
 
 
 @pytest.mark.integration
@@ -302,11 +315,11 @@ def test_mlflow_sweep_is_a_parent_run_with_a_child_per_job_across_processes(tmp_
     predictions as an artifact. URI and experiment come from MLflow's own environment variables."""
     from mlflow.tracking import MlflowClient
 
-    env = {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_EXPERIMENT_NAME": "trackers-test"}
+    env = {"MLFLOW_TRACKING_URI": mlflow_server.uri, "MLFLOW_EXPERIMENT_NAME": "trackers-test"}
     ulmfit("train-clf", "-m", *TINY, "schedule.cut_frac=0.1,0.2", "hydra/launcher=joblib",
            "hydra.launcher.n_jobs=2", "logger=mlflow", cwd=tmp_path, env=env, timeout=600)
     (sweep,) = (tmp_path / "outputs" / "multirun" / "train-clf").iterdir()
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(mlflow_server.uri)
     exp = client.get_experiment_by_name("trackers-test")
     runs = client.search_runs([exp.experiment_id])
     parent_id = json.loads((sweep / "trackers.json").read_text())["mlflow"]["run_id"]
@@ -349,3 +362,37 @@ def test_only_rank_0_logs_under_ddp(tmp_path):
     rows = [r for r in read_rows(run) if r["split"] == "valid"]
     assert [e.value for e in acc.Scalars("fwd/valid/perplexity")] == pytest.approx([float(r["perplexity"]) for r in rows])
     assert acc.Scalars("final/processes")[-1].value == 2
+
+
+@pytest.mark.integration
+@needs("mlflow")
+def test_an_mlflow_server_gone_mid_run_is_warned_about_once_and_the_run_finishes(tmp_path):
+    """The server stops once the run has opened its MLflow run: training, metrics.csv and summary.json
+    go on as without a tracker; one warning says MLflow was dropped. (Its own server: it is killed.)"""
+    server = MlflowServer(tmp_path)
+    server.wait()
+    exe = Path(sys.executable).with_name("ulmfit")
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    proc = subprocess.Popen([str(exe), "train-clf", *TINY, "dataset.max_docs=300", "train.max_steps_per_epoch=null",
+                             "train.epochs=3", "logger=mlflow",
+                             f"logger.mlflow.tracking_uri={server.uri}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 300
+        while not list(tmp_path.glob("outputs/train-clf/*/trackers.json")):  # the MLflow run is open
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else ""
+            time.sleep(0.2)
+        server.stop(signal=9)  # at once, as a crashed server or a lost network
+        assert not list(tmp_path.glob("outputs/train-clf/*/metrics.csv"))  # before the first row
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+    assert proc.returncode == 0, out
+    run = only_run(tmp_path)
+    assert [r["epoch"] for r in read_rows(run) if r["split"] == "valid"] == ["1", "2", "3"]
+    assert (run / "summary.json").exists() and (run / "predictions_test.csv").exists()
+    warnings = [line for line in out.splitlines() if "MLflow: could not" in line]
+    assert len(warnings) == 1 and "dropped for the rest of this run" in warnings[0], out
+    assert "Traceback" not in out
