@@ -95,23 +95,31 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+BASELINE_NAMES = {"tfidf_lr": "TF-IDF + LR"}
+
+
+def result_cells(r: dict) -> list[str]:
+    """val loss, val perplexity or accuracy, test accuracy, test error."""
+    loss = f"{r['val_loss']:.4f}" if "val_loss" in r else ""
+    if "val_perplexity" in r:
+        return [loss, f"ppl {r['val_perplexity']:.2f}", "", ""]
+    return [loss, f"acc {r['val_accuracy']:.4f}", f"{r['test_accuracy']:.4f}", f"{r['test_error']:.2f}"]
+
+
 def print_table(summaries: list[dict], total_s: float) -> None:
     table = Table(title=f"ULMFiT pipeline ({total_s:.0f} s)")
     for col in ("stage", "direction", "val loss", "val ppl / acc", "test acc", "test error %", "wall s"):
         table.add_column(col, no_wrap=True)
     for s in summaries:
         for direction, r in s["results"].items():
-            if "val_perplexity" in r:
-                val = f"ppl {r['val_perplexity']:.2f}"
-                test_acc = test_err = ""
-            else:
-                val = f"acc {r['val_accuracy']:.4f}"
-                test_acc, test_err = f"{r['test_accuracy']:.4f}", f"{r['test_error']:.2f}"
-            table.add_row(s["stage"], direction, f"{r['val_loss']:.4f}", val, test_acc, test_err,
-                          f"{s['wall_time_s']:.0f}")
+            table.add_row(s["stage"], direction, *result_cells(r), f"{s['wall_time_s']:.0f}")
+        for name, r in s.get("baselines", {}).items():
+            table.add_row(s["stage"], BASELINE_NAMES.get(name, name), *result_cells(r), "")
         if s.get("majority_test_accuracy") is not None:
             table.add_row(s["stage"], "majority class", "", "", f"{s['majority_test_accuracy']:.4f}",
                           f"{100 * (1 - s['majority_test_accuracy']):.2f}", "")
+    for w in (w for s in summaries for w in s.get("warnings", []) if "TF-IDF" in w):
+        Console(stderr=True).print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     console = Console()
     console.print(table)
     for s in summaries:  # below the table: full paths would squeeze its columns on 80-column terminals
