@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from conftest import FAST, ulmfit
 from ulmfit_cli.checkpoints import load_checkpoint
+from ulmfit_cli.config import ModelConfig
 from ulmfit_cli.data.tokenizers import SPECIAL_TOKENS
 from ulmfit_cli.models import build_lm
 
@@ -236,8 +237,9 @@ def synthetic(tmp_path_factory):
     {'model': ...} wrapper) made by hand from an ulmfit model, the reference."""
     d = tmp_path_factory.mktemp("synthetic")
     itos = V1_SPECIALS + words(40)
-    cfg = OmegaConf.create({"emb_size": 8, "hidden_size": 12, "n_layers": 2, "tie_weights": True, "output_p": 0.1,
-                            "hidden_p": 0.1, "input_p": 0.1, "embed_p": 0.1, "weight_p": 0.1, "drop_mult": 1.0})
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {  # the schema's other keys (emb_init, kernels)
+        "emb_size": 8, "hidden_size": 12, "n_layers": 2, "tie_weights": True, "output_p": 0.1,
+        "hidden_p": 0.1, "input_p": 0.1, "embed_p": 0.1, "weight_p": 0.1, "drop_mult": 1.0})
     ref = build_lm(cfg, len(itos), 1)
     randomize_(ref, 5)
     torch.save({"model": fastai_keys_of_ulmfit(ref, v1=True)}, d / "lstm_fwd.pth")
