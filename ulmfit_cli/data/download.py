@@ -495,6 +495,9 @@ def _download_error(corpus: Corpus, remote: Remote, part: Path, failures: list[s
     resume = f" {kept:,} bytes are kept in {part}; running the command again resumes from there." if kept else ""
     by_hand = (f"or download {remote.urls[0]} by hand, unpack it into {target} (or any folder, then point "
                "dataset.data_dir= at it).")
+    if corpus.kind == "fastai_lm":
+        by_hand = (f"or download {remote.urls[0]} by hand, unpack it and turn its .pth and .pkl into a pretrain "
+                   "run with `ulmfit import-fastai --weights ... --vocab ...` (then pretrained=<that run>).")
     if all(" answered HTTP " in f for f in failures):  # the server said no: retrying will not help
         fix = ("The file is not (or no longer) at that address, or a proxy refuses it: set "
                f"ULMFIT_DOWNLOAD_MIRROR=URL to fetch {remote.filename} from a mirror, {by_hand}")
