@@ -21,13 +21,17 @@ from ..fileutil import read_json
 
 STAGES = ("pretrain", "finetune-lm", "train-clf")
 HANDOFF_KEY = {"finetune-lm": "pretrained", "train-clf": "lm"}
+HANDOFF_STAGE = {key: stage for stage, key in HANDOFF_KEY.items()}
 
 HELP = """usage: ulmfit pipeline [experiment=NAME] [KEY=VALUE ...] [STAGE/KEY=VALUE ...] [skip=pretrain]
 
 Runs pretrain, finetune-lm and train-clf in turn, each in its own run dir under outputs/,
 each stage starting from the previous one's run. KEY=VALUE overrides go to every stage;
 pretrain/KEY=VALUE (or finetune-lm/..., train-clf/...) to one. skip=pretrain starts from
-finetune-lm (its pretrained= then applies). Example: ulmfit pipeline experiment=quickstart
+finetune-lm (its pretrained= then applies; giving pretrained= implies it): pretrained= and
+lm= go to the one stage that has them. Examples: ulmfit pipeline experiment=quickstart
+          ulmfit pipeline skip=pretrain pretrained=wt103 dataset=imdb bidirectional=both
+          (pretrained=wt103: fastai's WikiText-103 model, after `ulmfit download wt103`)
 """
 
 
@@ -36,10 +40,13 @@ def split_overrides(argv: list[str]) -> tuple[dict[str, list[str]], set[str]]:
     skip: set[str] = set()
     for a in argv:
         head, _, rest = a.partition("/")
+        key = a.split("=", 1)[0].lstrip("+~")
         if a.startswith("skip="):
             skip |= set(a.split("=", 1)[1].split(","))
         elif head in STAGES and rest:
             per_stage[head].append(rest)
+        elif key in HANDOFF_STAGE:  # pretrained= / lm= exist in one stage's config only
+            per_stage[HANDOFF_STAGE[key]].append(a)
         else:
             for s in STAGES:
                 per_stage[s].append(a)
@@ -67,6 +74,9 @@ def main(argv: list[str]) -> int:
         print(HELP)
         return 0
     per_stage, skip = split_overrides(argv)
+    if "pretrain" not in skip and any(o.split("=", 1)[0].lstrip("+") == "pretrained" for o in per_stage["finetune-lm"]):
+        print("pretrained= names where finetune-lm starts, so pretrain is skipped (as with skip=pretrain).")
+        skip.add("pretrain")
     if "pretrain" not in skip and not any(o.startswith("pretrain/dataset=") for o in argv):
         # the target task's dataset is not what stage 1 reads: it reads its general-domain corpus
         corpus = pretrain_corpus(per_stage["finetune-lm"])
