@@ -310,6 +310,7 @@ def small_disk(request, tmp_path):
         subprocess.run(["umount", "-l", str(root)], capture_output=True)
 
 
+@pytest.mark.integration
 def test_full_disk_during_training_keeps_the_last_checkpoint_and_earlier_runs(small_disk, tmp_path):
     out = small_disk.root / "outputs"
     args = [*FAST, "bidirectional=fwd", "checkpoint.every_steps=5", f"outputs_root={out}"]

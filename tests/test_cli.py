@@ -32,7 +32,8 @@ def test_help_lists_subcommands(tmp_path):
 
 
 def test_stage_help_and_cfg_job(tmp_path):
-    assert "ulmfit train-clf" in ulmfit("train-clf", "--help", cwd=tmp_path).stdout
+    help_text = ulmfit("train-clf", "--help", cwd=tmp_path).stdout
+    assert "ulmfit train-clf" in help_text and "-m/--multirun may go anywhere" in help_text
     cfg = ulmfit("train-clf", "--cfg", "job", "schedule.cut_frac=0.2", "model=tiny", cwd=tmp_path).stdout
     assert "cut_frac: 0.2" in cfg and "hidden_size: 192" in cfg
     assert not (tmp_path / "outputs").exists()
@@ -100,8 +101,17 @@ def test_evaluate_scores_the_recorded_test_split(pipeline):
     assert out["accuracy"] == pytest.approx(summary["results"]["ensemble"]["test_accuracy"], abs=1e-6)
 
 
+def test_multirun_flag_moves_before_the_overrides():
+    from ulmfit_cli.commands.stage import multirun_first
+
+    assert multirun_first(["a=1", "-m", "b=1,2"]) == ["-m", "a=1", "b=1,2"]
+    assert multirun_first(["a=1", "--multirun"]) == ["--multirun", "a=1"]
+    assert multirun_first(["a=1", "b=2"]) == ["a=1", "b=2"]
+
+
 def test_multirun_two_jobs_two_run_dirs(tmp_path):
-    ulmfit("train-clf", "-m", *FAST, "lm=null", "bidirectional=fwd", "unfreeze=none",
+    """-m after the overrides, as people type it (Hydra's own parser wants it first)."""
+    ulmfit("train-clf", *FAST, "lm=null", "bidirectional=fwd", "unfreeze=none", "-m",
            "schedule.cut_frac=0.1,0.2", cwd=tmp_path)
     sweeps = list((tmp_path / "outputs" / "multirun" / "train-clf").iterdir())
     assert len(sweeps) == 1

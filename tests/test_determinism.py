@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -23,6 +24,7 @@ def metrics(cwd) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(open(run / "metrics.csv"))]
 
 
+@pytest.mark.integration
 def test_same_seed_and_config_give_identical_metrics_on_cpu(tmp_path):
     runs = {}
     for name, extra in [("a", []), ("b", []), ("det", ["deterministic=true"]), ("seed1", ["seed=1"])]:

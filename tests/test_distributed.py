@@ -77,6 +77,7 @@ def one_process(tmp_path_factory):
     return out
 
 
+@pytest.mark.integration
 def test_torchrun_two_processes_match_one_process(tmp_path, one_process):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -99,6 +100,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path, one_process):
     assert all(float(r["throughput"]) > 0 for r in metrics(run) if r["split"] == "train")
 
 
+@pytest.mark.integration
 def test_finetune_lm_with_gradual_unfreezing_matches_one_process(tmp_path):
     """DDP is rebuilt when unfreezing changes the trainable parameters: their gradients are averaged too."""
     args = [*ARGS, "pretrained=null", "unfreeze=gradual", "schedule.discriminative=true", "train.epochs=4",
@@ -111,6 +113,7 @@ def test_finetune_lm_with_gradual_unfreezing_matches_one_process(tmp_path):
     assert_same_weights(two, one)
 
 
+@pytest.mark.integration
 def test_ddp_interrupted_and_resumed_matches_one_process(tmp_path, one_process):
     """`distributed=ddp` starts torchrun itself; SIGTERM makes every rank stop after the same batch
     and rank 0 save (weights, optimiser, position and the hidden states of all 8 streams); resume
@@ -144,6 +147,7 @@ def test_ddp_interrupted_and_resumed_matches_one_process(tmp_path, one_process):
     assert_same_weights(run, one_process["long"])
 
 
+@pytest.mark.integration
 def test_distributed_bad_inputs_are_clear_errors(tmp_path):
     proc = ulmfit("pretrain", *ARGS, *SHORT, "distributed=ddp", "distributed.nproc=3", cwd=tmp_path, check=False)
     assert_clean_error(proc, "train.bs=8 is not divisible by the 3 processes", "train.bs=6")
@@ -155,6 +159,7 @@ def test_distributed_bad_inputs_are_clear_errors(tmp_path):
     assert not list((tmp_path / "outputs").glob("*/*/metrics.csv"))
 
 
+@pytest.mark.integration
 def test_ddp_job_under_the_submitit_launcher(tmp_path):
     """What a SLURM job does (hydra/launcher=submitit_slurm_ddp), run locally: the sweep job starts
     the 2 processes itself and its job dir holds the one set of outputs."""
@@ -202,6 +207,7 @@ def test_classifier_batches_shard_the_global_batch_and_weight_the_loss():
     assert len(list(ClassifierBatches(docs, labels, 8, 1, 10, rank=3, world_size=4).epoch(0))) == 5
 
 
+@pytest.mark.integration
 def test_train_clf_under_torchrun_writes_one_run_with_every_prediction(tmp_path):
     """2 processes train the classifier on halves of each global batch; rank 0 alone writes, and
     the sharded evaluation scores every test document in input order. (On CPU each process's

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from conftest import FAST, ulmfit
 from ulmfit_cli.checkpoints import load_checkpoint
+from ulmfit_cli.config import ModelConfig
 from ulmfit_cli.data.tokenizers import SPECIAL_TOKENS
 from ulmfit_cli.models import build_lm
 
@@ -229,6 +230,52 @@ def test_export_of_an_ulmfit_trained_run(fa, tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
+def test_download_wt103_of_a_real_fastai_model(fa, tmp_path, monkeypatch, capsys):
+    """`ulmfit download wt103` from a local server serving fastai's own AWD_LSTMs (fwd, bwd) and vocabulary,
+    saved as fastai saves them and packed as the model zoo packs them (tests/test_wt103.py does the rest
+    with a synthetic state dict): the run it imports gives fastai's logits, and the fastai files it keeps
+    load into fastai as fastai's language_model_learner loads the zoo's."""
+    from fastai.text.learner import clean_raw_keys, load_ignore_keys
+
+    import test_wt103 as zoo
+    from test_download import NO_INTERNET, FileServer
+    from ulmfit_cli.commands import download
+
+    itos = fa.make_vocab(Counter({w: 100 - i for i, w in enumerate(words(41))}), min_freq=1)
+    models, payloads = {}, {}
+    for d, seed in (("fwd", 21), ("bwd", 22)):
+        torch.manual_seed(seed)
+        cfg = dict(fa.config, emb_sz=8, n_hid=16, n_layers=3)
+        models[d] = fa.get_language_model(fa.AWD_LSTM, len(itos), config=cfg)
+        randomize_(models[d], seed)
+        models[d].eval()
+        fa.save_model(tmp_path / f"lstm_{d}.pth", models[d], None, with_opt=False)
+        payloads[d] = zoo.zoo_archive(d, (tmp_path / f"lstm_{d}.pth").read_bytes(), itos=list(itos))
+    server = FileServer()
+    try:
+        registry = tmp_path / "registry.json"
+        registry.write_text(json.dumps(zoo.entry(server, payloads)))
+        for k, v in {**NO_INTERNET, "ULMFIT_DOWNLOAD_REGISTRY": str(registry), "ULMFIT_DATA": str(tmp_path / "data")}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("ULMFIT_DOWNLOAD_MIRROR", raising=False)
+        assert download.main(["wt103"]) == 0
+    finally:
+        server.close()
+    assert "next: ulmfit finetune-lm pretrained=wt103 bidirectional=both" in capsys.readouterr().out
+    root = tmp_path / "data" / "wt103"
+    ids = torch.randint(0, len(itos), (3, 17), generator=torch.Generator().manual_seed(5))
+    for d, ref in models.items():
+        ours, new_itos = ulmfit_lm_from(root / "run", d)
+        assert len(new_itos) == len(itos)  # fastai 2's order is ulmfit's: the ids do not move
+        assert (logits(ours, ids) - logits(ref, ids)).abs().max().item() <= ATOL
+        # fastai's way with the zoo's folder: the *.pth and *.pkl it finds there (language_model_learner)
+        wgts_fname, vocab_fname = [list((root / d).glob(f"*.{ext}"))[0] for ext in ("pth", "pkl")]
+        fresh = fa.get_language_model(fa.AWD_LSTM, len(itos), config=dict(fa.config, emb_sz=8, n_hid=16, n_layers=3))
+        assert fa.load_pickle(vocab_fname) == itos
+        load_ignore_keys(fresh, clean_raw_keys(torch.load(wgts_fname, map_location="cpu", weights_only=True)))
+        assert (logits(fresh, ids) - logits(ref, ids)).abs().max().item() <= ATOL
+
+
 # --------------------------------------------------------------------------- without fastai
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
@@ -236,8 +283,9 @@ def synthetic(tmp_path_factory):
     {'model': ...} wrapper) made by hand from an ulmfit model, the reference."""
     d = tmp_path_factory.mktemp("synthetic")
     itos = V1_SPECIALS + words(40)
-    cfg = OmegaConf.create({"emb_size": 8, "hidden_size": 12, "n_layers": 2, "tie_weights": True, "output_p": 0.1,
-                            "hidden_p": 0.1, "input_p": 0.1, "embed_p": 0.1, "weight_p": 0.1, "drop_mult": 1.0})
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {  # the schema's other keys (emb_init, kernels)
+        "emb_size": 8, "hidden_size": 12, "n_layers": 2, "tie_weights": True, "output_p": 0.1,
+        "hidden_p": 0.1, "input_p": 0.1, "embed_p": 0.1, "weight_p": 0.1, "drop_mult": 1.0})
     ref = build_lm(cfg, len(itos), 1)
     randomize_(ref, 5)
     torch.save({"model": fastai_keys_of_ulmfit(ref, v1=True)}, d / "lstm_fwd.pth")

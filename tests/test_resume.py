@@ -34,6 +34,7 @@ def assert_same_metrics(a: list[dict], b: list[dict]) -> None:
             assert (ra[k] == rb[k] == "") or float(ra[k]) == pytest.approx(float(rb[k]), rel=1e-5), (k, ra, rb)
 
 
+@pytest.mark.integration
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     ref_cwd, cut_cwd = tmp_path / "ref", tmp_path / "cut"
     ref_cwd.mkdir(), cut_cwd.mkdir()

@@ -49,6 +49,7 @@ def test_each_study_experiment_composes_its_sweep(tmp_path):
         assert {k: str(v) for k, v in cfg["hydra"]["sweeper"]["params"].items()} == params
 
 
+@pytest.mark.integration
 def test_study_schedule_sweeps_the_schedule_group(tmp_path):
     ulmfit("train-clf", "-m", with_study("study_schedule"), *TINY, cwd=tmp_path)
     sweep = the_sweep(tmp_path)
@@ -59,6 +60,7 @@ def test_study_schedule_sweeps_the_schedule_group(tmp_path):
         assert yaml.safe_load((sweep / r["job"] / "config.yaml").read_text())["schedule"]["name"] == r["schedule"]
 
 
+@pytest.mark.integration
 def test_study_lowshot_trains_on_n_examples(tmp_path):
     # one job: a key on the command line wins over the study's values; max_docs above N so only N caps train
     ulmfit("train-clf", "-m", with_study("study_lowshot"), *TINY, "dataset.max_docs=101",
@@ -69,6 +71,7 @@ def test_study_lowshot_trains_on_n_examples(tmp_path):
     assert json.loads((sweep / "0" / "summary.json").read_text())["n_train"] == 100
 
 
+@pytest.mark.integration
 def test_optuna_search_returns_the_objective_and_writes_the_tables(tmp_path):
     for module in ("optuna", "hydra_plugins.hydra_optuna_sweeper"):
         if importlib.util.find_spec(module) is None:
@@ -110,6 +113,7 @@ def test_objective_with_a_direction_the_run_lacks_fails_before_training():
     check_objective(cfg)  # fwd+bwd classifiers have an ensemble
 
 
+@pytest.mark.integration
 def test_resume_auto_in_a_sweep_continues_each_jobs_own_dir(tmp_path):
     """A requeued job (SLURM) re-runs its overrides in its own job dir: resume=auto continues from its checkpoints."""
     sweep = tmp_path / "sweep"

@@ -75,10 +75,10 @@ def test_report_on_a_sweep_dir(grid):
     for p in pngs:
         assert p.read_bytes()[:8] == PNG and p.stat().st_size > 2000
     rows = read_csv(out / "report.csv")
-    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"} and {r["dataset"] for r in rows} == {"sample"}
     assert "schedule.cut_frac" in rows[0] and "fwd.test_error" in rows[0]
     md = (out / "report.md").read_text()
-    assert "| run | stage | status | schedule.cut_frac | schedule.ratio |" in md and "lr_schedule.png" in md
+    assert "| run | stage | dataset | status | schedule.cut_frac | schedule.ratio |" in md and "lr_schedule.png" in md
     assert "schedule.cut_frac" in proc.stdout and "4 runs (4 ok)" in proc.stdout
 
 
@@ -112,6 +112,7 @@ def test_report_on_a_partial_sweep_shows_running_jobs(grid, tmp_path):
     assert df.set_index("run").loc["3", "status"] == "failed"
 
 
+@pytest.mark.integration
 def test_a_failed_job_does_not_stop_the_sweep_and_is_listed(tmp_path):
     # cuda:99 fails on any machine (no CUDA, or fewer than 100 GPUs) with a UserError.
     proc = ulmfit("train-clf", "-m", *TINY, "device=cuda:99,cpu", cwd=tmp_path, check=False)
@@ -127,6 +128,7 @@ def test_a_failed_job_does_not_stop_the_sweep_and_is_listed(tmp_path):
     assert (sweep / "1" / "summary.json").exists()  # the job after the failed one ran
 
 
+@pytest.mark.integration
 def test_sweep_stlr_experiment_sweeps_its_params(tmp_path):
     cfg = ulmfit("train-clf", "experiment=sweep_stlr", "--cfg", "hydra", "-p", "hydra.sweeper.params", cwd=tmp_path).stdout
     params = yaml.safe_load(cfg)
@@ -170,6 +172,7 @@ def test_mean_and_std_over_seeds(tmp_path):
     ("joblib", "hydra_plugins.hydra_joblib_launcher", ["hydra.launcher.n_jobs=2"]),
     ("submitit_local", "hydra_plugins.hydra_submitit_launcher", []),
 ])
+@pytest.mark.integration
 def test_process_launchers_write_the_sweep_table(tmp_path, launcher, module, extra):
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed (pip install 'ulmfit-cli[sweeps]')")

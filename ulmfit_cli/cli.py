@@ -24,7 +24,7 @@ TOOLS = {
     "pipeline": ("pipeline", "Run all three stages in one go, each in its own run dir (e.g. experiment=quickstart)."),
     "evaluate": ("evaluate", "Score a trained classifier (run=<dir>) on a split of its dataset."),
     "predict": ("predict", "Label texts from a file or stdin with a trained classifier (CSV or JSONL out)."),
-    "download": ("download", "Fetch a corpus (wikitext103, imdb, trec6, ...), resumable and checksummed."),
+    "download": ("download", "Fetch a corpus (wikitext103, imdb, trec6, ...) or fastai's WT-103 LM (wt103), resumably."),
     "report": ("report", "One table (and plots) for run dirs or a multirun sweep dir."),
     "import-fastai": ("import_fastai", "Turn fastai's pretrained AWD_LSTM (e.g. WT103 lstm_fwd.pth + itos) into a pretrain run."),
     "export-fastai": ("export_fastai", "Write a pretrain/finetune-lm run's LMs in fastai's layout (.pth + itos .pkl)."),

@@ -218,6 +218,9 @@ class StageConfig:
     # A final metric of summary.json (`fwd.val_error`, `ensemble.val_error`, `fwd.val_perplexity`, ...): when set,
     # the Hydra task returns it as a float, the value a sweeper such as Optuna optimises (experiment=optuna_lr).
     objective: Optional[str] = None
+    # A free label a study gives its runs (scripts/paper_study.py: table6/clf_last); `ulmfit report --paper`
+    # groups runs by it.
+    tag: Optional[str] = None
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -250,6 +253,8 @@ class FinetuneLMConfig(StageConfig):
 class TrainClfConfig(StageConfig):
     stage: str = "train-clf"
     lm: Optional[str] = "latest"  # finetune-lm run dir, "latest", or null (from scratch)
+    # Fit TF-IDF (1-2-grams) + logistic regression on the same split and report it beside the model.
+    tfidf_baseline: bool = True
 
 
 def register() -> None:

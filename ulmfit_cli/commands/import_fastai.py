@@ -211,7 +211,8 @@ def write_run(tmp: Path, out: Path, a: ImportArgs, itos: list[str], lms: dict, f
                          dataset="fastai import", fastai_import=provenance)
 
 
-def report(out: Path, a: ImportArgs, summary: dict) -> None:
+def report(out: Path, a: ImportArgs, summary: dict, pretrained: str | None = None) -> None:
+    """What was imported, its notes, and the next command (`pretrained=<pretrained>`, default: the run dir)."""
     info = summary["fastai_import"]
     arch = info["architecture"]
     print(f"imported fastai AWD_LSTM ({', '.join(summary['results'])}; vocab {summary['vocab_size']}, "
@@ -224,7 +225,7 @@ def report(out: Path, a: ImportArgs, summary: dict) -> None:
     for n in info["notes"]:
         print(f"  note: {n}")
     both = " bidirectional=both" if a.backward else ""
-    print(f"next: ulmfit finetune-lm pretrained={out}{both} dataset=<your dataset>")
+    print(f"next: ulmfit finetune-lm pretrained={pretrained or out}{both} dataset=<your dataset>")
 
 
 def main(argv: list[str]) -> int:

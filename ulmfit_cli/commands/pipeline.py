@@ -21,13 +21,17 @@ from ..fileutil import read_json
 
 STAGES = ("pretrain", "finetune-lm", "train-clf")
 HANDOFF_KEY = {"finetune-lm": "pretrained", "train-clf": "lm"}
+HANDOFF_STAGE = {key: stage for stage, key in HANDOFF_KEY.items()}
 
 HELP = """usage: ulmfit pipeline [experiment=NAME] [KEY=VALUE ...] [STAGE/KEY=VALUE ...] [skip=pretrain]
 
 Runs pretrain, finetune-lm and train-clf in turn, each in its own run dir under outputs/,
 each stage starting from the previous one's run. KEY=VALUE overrides go to every stage;
 pretrain/KEY=VALUE (or finetune-lm/..., train-clf/...) to one. skip=pretrain starts from
-finetune-lm (its pretrained= then applies). Example: ulmfit pipeline experiment=quickstart
+finetune-lm (its pretrained= then applies; giving pretrained= implies it): pretrained= and
+lm= go to the one stage that has them. Examples: ulmfit pipeline experiment=quickstart
+          ulmfit pipeline skip=pretrain pretrained=wt103 dataset=imdb bidirectional=both
+          (pretrained=wt103: fastai's WikiText-103 model, after `ulmfit download wt103`)
 """
 
 
@@ -36,10 +40,13 @@ def split_overrides(argv: list[str]) -> tuple[dict[str, list[str]], set[str]]:
     skip: set[str] = set()
     for a in argv:
         head, _, rest = a.partition("/")
+        key = a.split("=", 1)[0].lstrip("+~")
         if a.startswith("skip="):
             skip |= set(a.split("=", 1)[1].split(","))
         elif head in STAGES and rest:
             per_stage[head].append(rest)
+        elif key in HANDOFF_STAGE:  # pretrained= / lm= exist in one stage's config only
+            per_stage[HANDOFF_STAGE[key]].append(a)
         else:
             for s in STAGES:
                 per_stage[s].append(a)
@@ -67,6 +74,9 @@ def main(argv: list[str]) -> int:
         print(HELP)
         return 0
     per_stage, skip = split_overrides(argv)
+    if "pretrain" not in skip and any(o.split("=", 1)[0].lstrip("+") == "pretrained" for o in per_stage["finetune-lm"]):
+        print("pretrained= names where finetune-lm starts, so pretrain is skipped (as with skip=pretrain).")
+        skip.add("pretrain")
     if "pretrain" not in skip and not any(o.startswith("pretrain/dataset=") for o in argv):
         # the target task's dataset is not what stage 1 reads: it reads its general-domain corpus
         corpus = pretrain_corpus(per_stage["finetune-lm"])
@@ -95,23 +105,31 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+BASELINE_NAMES = {"tfidf_lr": "TF-IDF + LR"}
+
+
+def result_cells(r: dict) -> list[str]:
+    """val loss, val perplexity or accuracy, test accuracy, test error."""
+    loss = f"{r['val_loss']:.4f}" if "val_loss" in r else ""
+    if "val_perplexity" in r:
+        return [loss, f"ppl {r['val_perplexity']:.2f}", "", ""]
+    return [loss, f"acc {r['val_accuracy']:.4f}", f"{r['test_accuracy']:.4f}", f"{r['test_error']:.2f}"]
+
+
 def print_table(summaries: list[dict], total_s: float) -> None:
     table = Table(title=f"ULMFiT pipeline ({total_s:.0f} s)")
     for col in ("stage", "direction", "val loss", "val ppl / acc", "test acc", "test error %", "wall s"):
         table.add_column(col, no_wrap=True)
     for s in summaries:
         for direction, r in s["results"].items():
-            if "val_perplexity" in r:
-                val = f"ppl {r['val_perplexity']:.2f}"
-                test_acc = test_err = ""
-            else:
-                val = f"acc {r['val_accuracy']:.4f}"
-                test_acc, test_err = f"{r['test_accuracy']:.4f}", f"{r['test_error']:.2f}"
-            table.add_row(s["stage"], direction, f"{r['val_loss']:.4f}", val, test_acc, test_err,
-                          f"{s['wall_time_s']:.0f}")
+            table.add_row(s["stage"], direction, *result_cells(r), f"{s['wall_time_s']:.0f}")
+        for name, r in s.get("baselines", {}).items():
+            table.add_row(s["stage"], BASELINE_NAMES.get(name, name), *result_cells(r), "")
         if s.get("majority_test_accuracy") is not None:
             table.add_row(s["stage"], "majority class", "", "", f"{s['majority_test_accuracy']:.4f}",
                           f"{100 * (1 - s['majority_test_accuracy']):.2f}", "")
+    for w in (w for s in summaries for w in s.get("warnings", []) if "TF-IDF" in w):
+        Console(stderr=True).print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     console = Console()
     console.print(table)
     for s in summaries:  # below the table: full paths would squeeze its columns on 80-column terminals

@@ -1,8 +1,10 @@
-"""`ulmfit report DIR [DIR ...] [--out DIR] [--metric NAME]`: one table (and plots) for runs.
+"""`ulmfit report DIR [DIR ...] [--out DIR] [--metric NAME] [--paper]`: one table (and plots) for runs.
 
 DIR is a run dir, a multirun sweep dir (outputs/multirun/<stage>/<time>) or any folder of run
 dirs (e.g. outputs/). Jobs still running (no summary.json yet) are listed as running. Writes
-report.csv, report.md and PNG plots into --out (default: <first DIR>/report/).
+report.csv, report.md and PNG plots into --out (default: <first DIR>/report/). With --paper, also
+paper.md: the paper's ablation tables beside the runs tagged `tag=<table>/<variant>`
+(reporting/paper.py; scripts/paper_study.py makes such runs).
 """
 from __future__ import annotations
 
@@ -12,12 +14,17 @@ import re
 from pathlib import Path
 
 import pandas as pd
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
 from ..errors import UserError
 from ..reporting import plots
+from ..reporting.paper import paper_report
 from ..reporting.sweep import collect_runs
 
-USAGE = "ulmfit report DIR [DIR ...] [--out DIR] [--metric NAME]"
+USAGE = "ulmfit report DIR [DIR ...] [--out DIR] [--metric NAME] [--paper]"
 DEFAULT_METRICS = ["ensemble.val_error", "fwd.val_error", "bwd.val_error",
                    "fwd.val_perplexity", "bwd.val_perplexity", "fwd.val_loss", "bwd.val_loss"]
 # Shown in the terminal / markdown table (report.csv has every metric).
@@ -32,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", metavar="NAME",
                    help="metric for the sweep plot and 'best' (e.g. fwd.val_accuracy, test_error); "
                         "default: the validation error (classifiers) or perplexity (LMs)")
+    p.add_argument("--paper", action="store_true",
+                   help="also render the paper's Tables 4-6 and Figure 3 (paper.md) from runs tagged "
+                        "tag=<table>/<variant>, mean ± std over seeds beside the paper's figures")
     return p
 
 
@@ -95,12 +105,12 @@ def display_columns(df: pd.DataFrame, metric: str | None) -> tuple[list[str], li
 def table_rows(df: pd.DataFrame, aggs: pd.DataFrame, keys: list[str], metrics: list[str]) -> list[list[str]]:
     rows = []
     for _, r in df.iterrows():
-        rows.append([str(r["run"]), fmt(r["stage"]), r["status"], *[fmt(r[k]) for k in keys],
+        rows.append([str(r["run"]), fmt(r["stage"]), fmt(r["dataset"]), r["status"], *[fmt(r[k]) for k in keys],
                      *[fmt(r[m]) for m in metrics], fmt(r["wall_time_s"], 3)])
     for i in range(0, len(aggs), 2):
         mean, std = aggs.iloc[i], aggs.iloc[i + 1]
         pm = lambda c, d=4: f"{fmt(mean[c], d)} ± {fmt(std[c], 2)}" if plots.finite(mean[c]) else ""
-        rows.append([f"mean±std ({mean['run']})", fmt(mean["stage"]), f"n={mean['n']}",
+        rows.append([f"mean±std ({mean['run']})", fmt(mean["stage"]), fmt(mean["dataset"]), f"n={mean['n']}",
                      *[fmt(mean[k]) if k != "seed" else mean["seed"] for k in keys],
                      *[pm(m) for m in metrics], pm("wall_time_s", 3)])
     return rows
@@ -148,9 +158,7 @@ def make_plots(df: pd.DataFrame, out: Path, metric: str | None) -> list[Path]:
     return made
 
 
-def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    dirs = [Path(d) for d in args.dirs]
+def load_runs(dirs: list[Path]) -> pd.DataFrame:
     for d in dirs:
         if not d.is_dir():
             raise UserError(f"{d}: no such directory.",
@@ -161,63 +169,80 @@ def main(argv: list[str]) -> int:
                         "metrics.csv, config.yaml or .hydra/overrides.yaml).",
                         "Pass a run dir (outputs/<stage>/<time>), a sweep dir (outputs/multirun/<stage>/<time>) "
                         "or a folder of run dirs.")
-    metric = choose_metric(df, args.metric)
-    out = Path(args.out) if args.out else dirs[0] / "report"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"Cannot create the report directory {out}: {e.strerror}.", "Pass --out DIR somewhere writable.")
+    return df
 
-    aggs = seed_aggregates(df)
-    full = pd.concat([df.assign(aggregate=None, n=1), aggs], ignore_index=True) if len(aggs) else \
-        df.assign(aggregate=None, n=1)
-    keys, shown = display_columns(df, metric)
-    first = ["run", "stage", "status", "error", *keys]
-    full[[*first, *[c for c in full.columns if c not in first]]].to_csv(out / "report.csv", index=False)
 
-    made = make_plots(df, out, metric)
-    header = ["run", "stage", "status", *keys, *shown, "wall_time_s"]
-    rows = table_rows(df, aggs, keys, shown)
-    best = best_run(df, metric)
-    counts = df["status"].value_counts().to_dict()
-    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
-    by_error: dict[str, list[str]] = {}  # error -> runs, so a sweep that failed 18 times says it once
+def failures_of(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(runs, error) once per distinct error, so a sweep that failed 18 times says it once."""
+    by_error: dict[str, list[str]] = {}
     for _, r in df[df["status"] == "failed"].iterrows():
         by_error.setdefault(str(r["error"]), []).append(str(r["run"]))
-    failures = [(("run " if len(rs) == 1 else "runs ") + ", ".join(rs), e) for e, rs in by_error.items()]
+    return [(("run " if len(rs) == 1 else "runs ") + ", ".join(rs), e) for e, rs in by_error.items()]
 
-    md = [f"# ulmfit report", "", f"Runs from: {', '.join(f'`{d}`' for d in dirs)} ({summary}).", ""]
+
+def write_markdown(out: Path, dirs: list[Path], df: pd.DataFrame, metric: str | None, header: list[str],
+                   rows: list[list[str]], made: list[Path]) -> None:
+    best, counts = best_run(df, metric), ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
+    md = ["# ulmfit report", "", f"Runs from: {', '.join(f'`{d}`' for d in dirs)} ({counts}).", ""]
     if metric:
         md.append(f"Metric: `{metric}` ({'lower' if plots.lower_is_better(metric) else 'higher'} is better)"
                   + (f"; best: run {best['run']} = {fmt(best[metric])}." if best is not None else "."))
         md.append("")
     md += [markdown_table(header, rows), ""]
-    if failures:
+    if failures := failures_of(df):
         md += ["## Failed runs", ""] + [f"- {r} failed: {e}" for r, e in failures] + [""]
     if made:
         md += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in made] + [""]
     md.append("All metrics of every run: `report.csv`.")
     (out / "report.md").write_text("\n".join(md) + "\n")
 
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-    from rich.text import Text
 
+def print_console(df: pd.DataFrame, metric: str | None, header: list[str], rows: list[list[str]], shown: list[str],
+                  out: Path, n_plots: int) -> None:
     console = Console(highlight=False)
     if not console.is_terminal:  # a log or a pipe: no need to squeeze the table into 80 columns
         console.width = max(console.width, 200)
-    table = Table(title=f"{len(df)} runs ({summary})", title_justify="left")
+    counts = ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
+    table = Table(title=f"{len(df)} runs ({counts})", title_justify="left")
     for h in header:
         table.add_column(h, justify="right" if h in shown or h == "wall_time_s" else "left",
                          style="bold" if h == metric else None, overflow="fold")
+    status = header.index("status")
     for r in rows:
-        style = "red" if r[2] == "failed" else ("yellow" if r[2] == "running" else None)
+        style = "red" if r[status] == "failed" else ("yellow" if r[status] == "running" else None)
         table.add_row(*(Text(c) for c in r), style=style)
     console.print(table)
-    for r, e in failures:
+    for r, e in failures_of(df):
         console.print(f"[red]{escape(r)} failed:[/] {escape(e)}", markup=True)
-    if best is not None:
+    if (best := best_run(df, metric)) is not None:
         console.print(Text(f"best {metric}: run {best['run']} = {fmt(best[metric])}"))
-    console.print(Text(f"report: {out / 'report.md'}, {out / 'report.csv'} and {len(made)} plots in {out}"))
+    console.print(Text(f"report: {out / 'report.md'}, {out / 'report.csv'} and {n_plots} plots in {out}"))
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    dirs = [Path(d) for d in args.dirs]
+    df = load_runs(dirs)
+    metric = choose_metric(df, args.metric)
+    out = Path(args.out) if args.out else dirs[0] / "report"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"Cannot create the report directory {out}: {e.strerror}.", "Pass --out DIR somewhere writable.")
+    aggs = seed_aggregates(df)
+    full = pd.concat([df.assign(aggregate=None, n=1), aggs], ignore_index=True) if len(aggs) else \
+        df.assign(aggregate=None, n=1)
+    keys, shown = display_columns(df, metric)
+    first = ["run", "stage", "dataset", "status", "error", *keys]
+    full[[*first, *[c for c in full.columns if c not in first]]].to_csv(out / "report.csv", index=False)
+    made = make_plots(df, out, metric)
+    header = ["run", "stage", "dataset", "status", *keys, *shown, "wall_time_s"]
+    rows = table_rows(df, aggs, keys, shown)
+    write_markdown(out, dirs, df, metric, header, rows, made)
+    print_console(df, metric, header, rows, shown, out, len(made))
+    if args.paper:
+        text = paper_report(df)
+        (out / "paper.md").write_text(text)
+        Console(highlight=False).print(Text(text))
+        print(f"paper tables: {out / 'paper.md'}")
     return 0

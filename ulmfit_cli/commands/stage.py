@@ -140,9 +140,20 @@ def run_job(subcommand: str, cfg) -> dict | float:
     return objective_value(summary, cfg.objective) if cfg.objective else summary
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def multirun_first(argv: list[str]) -> list[str]:
+    """-m/--multirun anywhere on the line, moved where Hydra's parser accepts it (before the
+    overrides): `ulmfit train-clf experiment=quickstart -m schedule.cut_frac=0.1,0.2` is a sweep."""
+    flags = [a for a in argv if a in MULTIRUN_FLAGS]
+    return flags[:1] + [a for a in argv if a not in MULTIRUN_FLAGS] if flags else argv
+
+
 def run_stage(subcommand: str, argv: list[str]) -> int:
     config.register()
     config_name = STAGES[subcommand][0]
+    argv = multirun_first(argv)
     if os.environ.get(distributed.CHILD_ENV) != "1":  # started by distributed=ddp: the parent job checked these
         refuse_existing_run_dir(argv)
         check_outputs_writable(argv, subcommand)

@@ -9,6 +9,10 @@
     trec6                    <dest>/trec6/train_5500.label, TREC_10.label
     ag_news                  <dest>/ag_news/train.csv, test.csv, classes.txt
     dbpedia, yelp_bi, yelp_full   <dest>/<name>/train.csv, test.csv, classes.txt, readme.txt
+    wt103                    <dest>/wt103/fwd/{lstm_fwd.pth,itos_wt103.pkl}, bwd/{lstm_bwd.pth,itos_wt103.pkl}:
+                             fastai's pretrained WikiText-103 AWD_LSTM (kind "fastai_lm"); `ulmfit download`
+                             (commands/download.py) imports it into <dest>/wt103/run, the pretrain run
+                             that `pretrained=wt103` names
 
 How a download goes:
 
@@ -18,10 +22,15 @@ How a download goes:
    each resuming where the last stopped; a failed command keeps the `.part` so that running it
    again resumes too.
 2. The whole file's SHA-256 is checked against the registry before anything is unpacked. A
-   mismatch deletes the file and fails with the expected and actual hash. Entries whose publisher
-   gives no checksum (`sha256=None`) are downloaded with a warning that prints the file's SHA-256.
+   mismatch deletes the file and fails with the expected and actual hash. Where the publisher
+   gives no SHA-256 but records the size and the MD5 of the first MiB (fastai's own check, as for
+   its model zoo), those two are checked instead (`head_md5`), the same way; the file's SHA-256 is
+   then printed and kept in the marker. Entries with neither (`sha256=None`) are downloaded with
+   a warning that prints the file's SHA-256.
 3. Archives (zip, tar.gz/tgz, plain files) unpack into a temporary folder inside `<dest>`, which is
    renamed to `<dest>/<name>` only once complete: an interrupted unpack leaves no half corpus.
+   A file's `expect` patterns must match in what it unpacked, else the archive is deleted, nothing
+   is installed and the error names what is missing.
    `<dest>/<name>/.ulmfit-download.json` (URL, SHA-256, date) marks a finished download; with it
    present a second `ulmfit download NAME` does nothing but say where the corpus is.
 
@@ -36,12 +45,20 @@ Environment variables:
     ULMFIT_DOWNLOAD_REGISTRY=FILE   a JSON file whose entries add to (or replace, by name) the
                                     built-in registry: {"NAME": {"description": "...", "files":
                                     [{"url": "...", "sha256": "..." or null, "size": 123 or null,
+                                    "head_md5": "MD5 of the first MiB" or null,
                                     "kind": "zip"|"tar"|"file" (default: from the name),
-                                    "subdir": "folder inside the archive" or null}],
-                                    "inline": {"classes.txt": "text"}}}.
+                                    "subdir": "folder inside the archive", "*" (its one top-level
+                                    folder, if it has exactly one) or null,
+                                    "into": "folder under <dest>/<name>" or null,
+                                    "expect": ["glob that must match after unpacking", ...]}],
+                                    "inline": {"classes.txt": "text"},
+                                    "kind": "corpus" (default) or "fastai_lm"}}.
 
-The checksums are the SHA-256 values published in the HuggingFace `datasets` loading scripts'
-`dataset_infos.json` (`download_checksums`) for the same URLs; `source` in each entry says which.
+The corpora's checksums are the SHA-256 values published in the HuggingFace `datasets` loading
+scripts' `dataset_infos.json` (`download_checksums`) for the same URLs; `source` in each entry says
+which. fastai publishes no SHA-256 for its model zoo: wt103's two archives are checked against the
+size and first-MiB MD5 that fastai 1 recorded for them (fastai/datasets.py `_checks`, checked by its
+`untar_data`), and against their structure by the import.
 """
 from __future__ import annotations
 
@@ -69,10 +86,14 @@ from urllib.parse import urlsplit
 from ..errors import UserError, disk_error
 from ..fileutil import file_lock
 
-__all__ = ["Corpus", "Remote", "REGISTRY", "download", "load_registry", "main"]
+__all__ = ["Corpus", "Remote", "REGISTRY", "download", "load_registry", "main", "pretrained_names",
+           "pretrained_run_dir"]
 
 MARKER = ".ulmfit-download.json"
 PARTIAL = ".partial"
+RUN = "run"  # <dest>/<name>/run: the pretrain run imported from a downloaded model (kind "fastai_lm")
+AUTO = "*"  # Remote.subdir: the archive's one top-level folder, if it has exactly one (as fastai's untar_data)
+HEAD = 1 << 20  # fastai's check hashes the first MiB
 CHUNK = 1 << 16
 TIMEOUT_S = 60
 # wikitext.smerity.com answers urllib's default User-Agent with 403.
@@ -93,8 +114,19 @@ class Remote:
     sha256: str | None
     size: int | None = None
     kind: str | None = None  # "zip", "tar" or "file"; None: from the file name
-    subdir: str | None = None  # folder inside the archive whose contents become <dest>/<name>
+    subdir: str | None = None  # folder inside the archive whose contents become <dest>/<name>; AUTO: see AUTO
     source: str = ""  # where the checksum comes from
+    # fastai's check where no SHA-256 is published: `size` and the MD5 of the first MiB (fastai's `_check_file`)
+    head_md5: str | None = None
+    into: str | None = None  # folder under <dest>/<name> that the contents go to (None: <dest>/<name> itself)
+    expect: tuple[str, ...] = ()  # glob patterns (under `into`) that must match once unpacked
+
+    @property
+    def check(self) -> str:
+        """How the file is verified: "sha256", "size+head_md5" or "none"."""
+        if self.sha256:
+            return "sha256"
+        return "size+head_md5" if self.head_md5 and self.size else "none"
 
     @property
     def filename(self) -> str:
@@ -118,6 +150,9 @@ class Corpus:
     description: str
     files: tuple[Remote, ...]
     inline: dict[str, str] = field(default_factory=dict)  # small files written as they are
+    # "corpus": text the readers read; "fastai_lm": a fastai AWD_LSTM (fwd/, bwd/) that `ulmfit download`
+    # imports into <dest>/<name>/run, the pretrain run `pretrained=<name>` names
+    kind: str = "corpus"
 
 
 def _hf(dataset: str) -> str:
@@ -178,6 +213,18 @@ REGISTRY: dict[str, Corpus] = {c.name: c for c in (
                "56006b0a17a370f1e366504b1f2c3e3754e4a3dda17d3e718a885c552869a559", 196146755, "tar",
                "yelp_review_full_csv", _hf("yelp_review_full")),
     )),
+    # fastai's URLs.WT103_FWD / WT103_BWD. fastai publishes no SHA-256 for them: the size and first-MiB
+    # MD5 are what fastai 1 checked them against. The folder fastai's untar_data gives holds
+    # lstm_fwd.pth (lstm_bwd.pth) and itos_wt103.pkl; fastai itself takes the *.pth and *.pkl it finds.
+    Corpus("wt103", "fastai's AWD-LSTM pretrained on WikiText-103 (fwd + bwd; 400/1152/3, 60k vocab), "
+                    "imported as the pretrain run pretrained=wt103", tuple(
+        Remote((f"https://s3.amazonaws.com/fast-ai-modelzoo/wt103-{d}.tgz",), sha256=None, size=size, kind="tar",
+               subdir=AUTO, head_md5=md5, into=d, expect=("*.pth", "*.pkl"),
+               source="size and MD5 of the first MiB as fastai 1 records them (fastai/datasets.py _checks, "
+                      "checked by its untar_data); fastai publishes no SHA-256")
+        for d, size, md5 in (("fwd", 105067061, "7d1114cd9684bf9d1ca3c9f6a54da6f9"),
+                             ("bwd", 105205312, "20b06f5830fd5a891d21044c28d3097f"))),
+        kind="fastai_lm"),
 )}
 
 
@@ -194,8 +241,16 @@ def _remote_from_json(name: str, raw: dict, path: str) -> Remote:
     kind = raw.get("kind")
     if kind not in (None, "zip", "tar", "file"):
         raise UserError(f"{path}: kind {kind!r} of {urls[0]} is not zip, tar or file.", "Fix or drop \"kind\".")
+    head = raw.get("head_md5")
+    if head is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", str(head)):
+        raise UserError(f"{path}: head_md5 {head!r} of {urls[0]} is not 32 hex digits.", "Give the MD5, or null.")
+    if head is not None and not raw.get("size"):
+        raise UserError(f"{path}: head_md5 of {urls[0]} needs the file's \"size\" too.", "Add \"size\": <bytes>.")
+    expect = raw.get("expect") or ()
+    if isinstance(expect, str) or not all(isinstance(e, str) for e in expect):
+        raise UserError(f"{path}: expect of {urls[0]} is not a list of glob patterns.", 'Write "expect": ["*.pth"].')
     return Remote(tuple(urls), sha.lower() if sha else None, raw.get("size"), kind, raw.get("subdir"),
-                  raw.get("source", path))
+                  raw.get("source", path), head.lower() if head else None, raw.get("into"), tuple(expect))
 
 
 def load_registry(path: str | os.PathLike | None = None) -> dict[str, Corpus]:
@@ -218,8 +273,23 @@ def load_registry(path: str | os.PathLike | None = None) -> dict[str, Corpus]:
         if not isinstance(entry, dict) or not isinstance(entry.get("files"), list):
             raise UserError(f"{path}: entry {name!r} has no \"files\" list.", 'Write {"NAME": {"files": [{"url": ...}]}}.')
         files = tuple(_remote_from_json(name, f, str(path)) for f in entry["files"])
-        registry[name] = Corpus(name, entry.get("description", ""), files, dict(entry.get("inline") or {}))
+        kind = entry.get("kind", "corpus")
+        if kind not in ("corpus", "fastai_lm"):
+            raise UserError(f"{path}: entry {name!r} has kind {kind!r}.", 'Use "corpus" (the default) or "fastai_lm".')
+        registry[name] = Corpus(name, entry.get("description", ""), files, dict(entry.get("inline") or {}), kind)
     return registry
+
+
+def pretrained_names(registry: dict[str, Corpus] | None = None) -> list[str]:
+    """The names `pretrained=` accepts for a downloaded model (kind "fastai_lm"): wt103."""
+    registry = load_registry() if registry is None else registry
+    return [n for n, c in registry.items() if c.kind == "fastai_lm"]
+
+
+def pretrained_run_dir(name: str, data_root: str | os.PathLike | None = None) -> Path:
+    """Where `ulmfit download NAME` keeps the pretrain run of a downloaded model: <data root>/NAME/run."""
+    root = Path(data_root).expanduser() if data_root else default_data_root()
+    return root / name / RUN
 
 
 def _urls(remote: Remote) -> tuple[str, ...]:
@@ -250,6 +320,12 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def head_md5_file(path: Path) -> str:
+    """MD5 of the first MiB: the hash half of fastai's download check (`_check_file`, fastdownload's `path_stats`)."""
+    with open(path, "rb") as fh:
+        return hashlib.md5(fh.read(HEAD)).hexdigest()
 
 
 def _stderr_console():
@@ -368,7 +444,7 @@ def _fetch(corpus: Corpus, remote: Remote, partial: Path, progress, retries: int
     urls = _urls(remote)
     if done.exists():
         actual = sha256_file(done)
-        if remote.sha256 is None or actual == remote.sha256:
+        if _mismatch(remote, done, actual) is None:
             return done, urls[0], actual
         done.unlink()
 
@@ -385,23 +461,33 @@ def _fetch(corpus: Corpus, remote: Remote, partial: Path, progress, retries: int
 
     actual = sha256_file(part)
     got = part.stat().st_size
-    if remote.sha256 is not None and actual != remote.sha256:
+    mismatch = _mismatch(remote, part, actual)
+    if mismatch is not None:
         part.unlink()
+        what, expected, actual = mismatch
         raise UserError(
-            f"SHA-256 mismatch for {remote.filename} (downloaded from {url}, {got:,} bytes): "
-            f"expected {remote.sha256}, got {actual}. The file was deleted; nothing was unpacked.",
+            f"{what} mismatch for {remote.filename} (downloaded from {url}, {got:,} bytes): expected {expected}, "
+            f"got {actual}. The file was deleted; nothing was unpacked.",
             f"Re-run `ulmfit download {corpus.name}` to fetch it again. If it fails the same way, something "
             "between you and the server changes the file: check the URL (and ULMFIT_DOWNLOAD_MIRROR) and any "
             "proxy or captive portal.",
         )
-    if remote.sha256 is None and remote.size is not None and got != remote.size:
-        part.unlink()
-        raise UserError(
-            f"{remote.filename} (from {url}) has {got:,} bytes, expected {remote.size:,}. The file was deleted.",
-            f"Re-run `ulmfit download {corpus.name}`; if it fails again, check the URL and any proxy.",
-        )
     os.replace(part, done)
     return done, url, actual
+
+
+def _mismatch(remote: Remote, path: Path, sha256: str) -> tuple[str, str, str] | None:
+    """(what, expected, got) where `path` is not the file the registry describes; None when it is."""
+    if remote.sha256 is not None:
+        return None if sha256 == remote.sha256 else ("SHA-256", remote.sha256, sha256)
+    got = path.stat().st_size
+    if remote.size is not None and got != remote.size:
+        return "Size", f"{remote.size:,} bytes", f"{got:,} bytes"
+    if remote.head_md5 is not None:
+        head = head_md5_file(path)
+        if head != remote.head_md5:
+            return "First-MiB MD5 (fastai's check)", remote.head_md5, head
+    return None
 
 
 def _download_error(corpus: Corpus, remote: Remote, part: Path, failures: list[str], target: Path) -> UserError:
@@ -409,6 +495,9 @@ def _download_error(corpus: Corpus, remote: Remote, part: Path, failures: list[s
     resume = f" {kept:,} bytes are kept in {part}; running the command again resumes from there." if kept else ""
     by_hand = (f"or download {remote.urls[0]} by hand, unpack it into {target} (or any folder, then point "
                "dataset.data_dir= at it).")
+    if corpus.kind == "fastai_lm":
+        by_hand = (f"or download {remote.urls[0]} by hand, unpack it and turn its .pth and .pkl into a pretrain "
+                   "run with `ulmfit import-fastai --weights ... --vocab ...` (then pretrained=<that run>).")
     if all(" answered HTTP " in f for f in failures):  # the server said no: retrying will not help
         fix = ("The file is not (or no longer) at that address, or a proxy refuses it: set "
                f"ULMFIT_DOWNLOAD_MIRROR=URL to fetch {remote.filename} from a mirror, {by_hand}")
@@ -455,6 +544,34 @@ def _extract(archive: Path, kind: str, into: Path) -> None:
                         "Check where the archive came from (the URL, ULMFIT_DOWNLOAD_MIRROR, any proxy).")
 
 
+def _unpacked_root(raw: Path, remote: Remote) -> Path:
+    """The folder of an unpacked archive whose contents are installed (`remote.subdir`)."""
+    if remote.subdir == AUTO:  # as fastai's untar_data: one top-level folder is the content's folder
+        top = list(raw.iterdir())
+        return top[0] if len(top) == 1 and top[0].is_dir() else raw
+    src = raw / remote.subdir if remote.subdir else raw
+    if not src.is_dir():
+        top = sorted(p.name for p in raw.iterdir())
+        raise UserError(f"{remote.filename} has no folder {remote.subdir!r} (its top level holds {top}).",
+                        "The registry entry's subdir does not match the archive; report this.")
+    return src
+
+
+def _check_expected(remote: Remote, path: Path, folder: Path) -> None:
+    """Every `remote.expect` pattern matches in what the archive unpacked, else the archive is deleted."""
+    missing = [pat for pat in remote.expect if not any(folder.glob(pat))]
+    if not missing:
+        return
+    held = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    shown = ", ".join(held[:12]) + (f" and {len(held) - 12} more" if len(held) > 12 else "") if held else "nothing"
+    path.unlink(missing_ok=True)
+    raise UserError(
+        f"{remote.filename} does not hold what it should: no {', no '.join(repr(m) for m in missing)} in it "
+        f"(it holds {shown}). It was deleted; nothing was installed.",
+        "Run the command again to fetch it anew; if the same happens, the file at that URL (or at "
+        "ULMFIT_DOWNLOAD_MIRROR) is not the one the registry describes: check the URL and any proxy.")
+
+
 def _install(corpus: Corpus, fetched: list[tuple[Remote, Path, str, str]], dest: Path, force: bool) -> Path:
     """Unpack into a temp folder inside `dest`, then rename it to `dest/<name>` in one step."""
     target = dest / corpus.name
@@ -463,26 +580,25 @@ def _install(corpus: Corpus, fetched: list[tuple[Remote, Path, str, str]], dest:
         out = tmp / corpus.name
         out.mkdir()
         for i, (remote, path, _, _) in enumerate(fetched):
+            into = out / remote.into if remote.into else out
+            into.mkdir(parents=True, exist_ok=True)
             kind = remote.archive_kind
             if kind == "file":
-                shutil.copyfile(path, out / remote.filename)
+                shutil.copyfile(path, into / remote.filename)
                 continue
             raw = tmp / f"x{i}"
             _extract(path, kind, raw)
-            src = raw / remote.subdir if remote.subdir else raw
-            if not src.is_dir():
-                top = sorted(p.name for p in raw.iterdir())
-                raise UserError(f"{remote.filename} has no folder {remote.subdir!r} (its top level holds {top}).",
-                                "The registry entry's subdir does not match the archive; report this.")
+            src = _unpacked_root(raw, remote)
+            _check_expected(remote, path, src)
             for child in src.iterdir():
-                os.replace(child, out / child.name)
+                os.replace(child, into / child.name)
         for name, text in corpus.inline.items():
             (out / name).write_text(text, encoding="utf-8")
         marker = {
             "name": corpus.name,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "files": [{"file": r.filename, "url": url, "sha256": sha, "verified": r.sha256 is not None,
-                       "bytes": p.stat().st_size} for r, p, url, sha in fetched],
+            "files": [{"file": r.filename, "url": url, "sha256": sha, "verified": r.check != "none",
+                       "check": r.check, "bytes": p.stat().st_size} for r, p, url, sha in fetched],
         }
         (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         if target.exists() or target.is_symlink():
@@ -501,7 +617,7 @@ def _install(corpus: Corpus, fetched: list[tuple[Remote, Path, str, str]], dest:
 # --------------------------------------------------------------------------- the command
 
 
-def _read_marker(target: Path) -> dict | None:
+def read_marker(target: Path) -> dict | None:
     try:
         return json.loads((target / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -509,7 +625,7 @@ def _read_marker(target: Path) -> dict | None:
 
 
 def _already_there(target: Path, name: str, force: bool) -> bool:
-    marker = None if force else _read_marker(target)
+    marker = None if force else read_marker(target)
     if marker is not None:
         print(f"{name} is already downloaded in {target} (on {marker.get('date', '?')}); nothing to do.")
     return marker is not None
@@ -528,10 +644,14 @@ def _fetch_all(corpus: Corpus, partial: Path, target: Path, retries: int, retry_
             path, url, sha = _fetch(corpus, remote, partial, progress, retries, retry_wait, target)
             fetched.append((remote, path, url, sha))
     for remote, _, url, sha in fetched:
-        if remote.sha256 is None:
+        if remote.check == "none":
             console.print(f"[bold yellow]warning:[/] {remote.filename} (from {url}) could not be verified: no "
                           f"published SHA-256 is known for it. Its SHA-256 is {sha}; compare it with a trusted "
                           "copy before relying on it.", markup=True)
+        elif remote.check == "size+head_md5":
+            console.print(f"{remote.filename}: size ({remote.size:,} bytes) and MD5 of the first MiB match the "
+                          f"publisher's record (no SHA-256 is published); its SHA-256 is {sha} (kept in {MARKER}).",
+                          markup=False)
     return fetched
 
 
@@ -580,11 +700,14 @@ def download(name: str, dest: str | os.PathLike | None = None, *, registry: dict
                 pass
     except OSError as e:
         raise _disk_error(e, partial) from e
-    verified = all(r.sha256 for r in corpus.files)
-    print(f"{name}: ready in {target} ({'checksums verified' if verified else 'NOT verified, see the warning'}).")
-    stage = "pretrain" if name.startswith("wikitext") else "train-clf"
+    checks = {r.check for r in corpus.files}
+    verified = ("checksums verified" if checks == {"sha256"} else "NOT verified, see the warning" if "none" in checks
+                else "sizes and first-MiB MD5s verified; no SHA-256 is published")
+    print(f"{name}: ready in {target} ({verified}).")
     root = "" if dest.resolve() == default_data_root().resolve() else f" data_root={dest}"
-    print(f"Use it with: ulmfit {stage} dataset={name}{root}")
+    if corpus.kind == "corpus":  # a model's next step is its import (commands/download.py)
+        stage = "pretrain" if name.startswith("wikitext") else "train-clf"
+        print(f"Use it with: ulmfit {stage} dataset={name}{root}")
     return target
 
 
@@ -592,11 +715,22 @@ def list_corpora(registry: dict[str, Corpus]) -> str:
     lines = []
     for c in registry.values():
         size = _human(sum(r.size for r in c.files)) if all(r.size for r in c.files) else "size unknown"
-        check = "sha256 verified" if all(r.sha256 for r in c.files) else "NOT verified (no published sha256)"
+        checks = {r.check for r in c.files}
+        check = ("sha256 verified" if checks == {"sha256"} else "NOT verified (no published sha256)" if "none" in checks
+                 else "size + first-MiB md5 verified (no published sha256)")
         lines.append(f"{c.name:<12} {size:>10}  {check}  {c.description}")
         for r in c.files:
             lines.append(f"{'':<14}{r.urls[0]}")
             lines += [f"{'':<16}mirror: {u}" for u in r.urls[1:]]
+        if checks == {"size+head_md5"}:  # say what stands in for the missing checksum
+            how = [c.files[0].source]
+            if c.files[0].expect:
+                how.append(f"then each archive must hold {' and '.join(c.files[0].expect)}")
+            if c.kind == "fastai_lm":
+                how.append("the import reads the weights as tensors only and checks they form one AWD_LSTM whose "
+                           "embedding has a row per token of the vocabulary both directions share")
+            how.append(f"the full SHA-256 is printed and kept in {c.name}/{MARKER}")
+            lines.append(f"{'':<14}verified by: {'; '.join(how)}")
     if os.environ.get("ULMFIT_DOWNLOAD_MIRROR"):
         lines.append(f"\nULMFIT_DOWNLOAD_MIRROR={os.environ['ULMFIT_DOWNLOAD_MIRROR']}: files are fetched from there.")
     return "\n".join(lines)
@@ -606,7 +740,9 @@ def parser(names: list[str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ulmfit download",
         usage="ulmfit download NAME [--dest DIR] [--force] [--retries N] | ulmfit download --list",
-        description="Fetch a corpus into the folder layout the readers expect, resumably and checksummed.",
+        description="Fetch a corpus into the folder layout the readers expect, resumably and checksummed; "
+                    "`wt103` fetches fastai's pretrained WikiText-103 LM (fwd + bwd) and imports it as the "
+                    "pretrain run that `pretrained=wt103` names.",
         epilog=(f"corpora: {', '.join(names)}. Partial downloads live in DIR/.partial/ and resume (HTTP Range) "
                 "when the command is run again. Environment: ULMFIT_DATA (default DIR), "
                 "ULMFIT_DOWNLOAD_MIRROR=URL (fetch every file from URL/<file name>), "
@@ -622,18 +758,26 @@ def parser(names: list[str]) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str]) -> int:
-    registry = load_registry()
+def parse_args(argv: list[str], registry: dict[str, Corpus]) -> argparse.Namespace | None:
+    """The command line of `ulmfit download`; None once `--list` has been answered."""
     args = parser(list(registry)).parse_args(argv)
     if args.list:
         print(list_corpora(registry))
-        return 0
+        return None
     if not args.name:
         raise UserError("`ulmfit download` needs the NAME of a corpus.",
                         f"Use one of: {', '.join(registry)} (`ulmfit download --list` shows their URLs).")
     if args.retries < 0:
         raise UserError(f"--retries {args.retries} is negative.", "Use --retries 0 or more.")
-    download(args.name, args.dest, registry=registry, force=args.force, retries=args.retries)
+    return args
+
+
+def main(argv: list[str]) -> int:
+    """Corpora only: `ulmfit download` (commands/download.py) also imports the models this fetches."""
+    registry = load_registry()
+    args = parse_args(argv, registry)
+    if args is not None:
+        download(args.name, args.dest, registry=registry, force=args.force, retries=args.retries)
     return 0
 
 

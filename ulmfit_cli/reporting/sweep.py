@@ -178,6 +178,9 @@ def read_run(run_dir: Path, finished: bool = False) -> dict:
         "run_dir": str(run_dir),
         "job": job_num(run_dir) if sweep_dir_of(run_dir) else None,
         "stage": (summary or {}).get("stage") or config.get("stage") or _stage_from_path(run_dir),
+        # what the run read, whether it came from an override, an experiment or the stage's default
+        "dataset": (summary or {}).get("dataset") or (config.get("dataset") or {}).get("name"),
+        "tag": config.get("tag"),
         "overrides_list": overrides,
         "overrides": " ".join(overrides),
         "error": None,
@@ -188,7 +191,7 @@ def read_run(run_dir: Path, finished: bool = False) -> dict:
     row["seed"] = None if seed is None else str(seed)
     if summary is not None:
         row["status"] = "ok"
-        row["metrics"] = flatten_results(summary.get("results", {}))
+        row["metrics"] = {**flatten_results(summary.get("results", {})), **flatten_results(summary.get("baselines", {}))}
         row["wall_time_s"] = summary.get("wall_time_s")
         return row
     error = last_error_line(run_dir / "train.log")
@@ -237,7 +240,7 @@ def swept_keys(sweep_dir: Path) -> list[str]:
 def collect_runs(dirs: Iterable[Path | str], finished: bool = False) -> pd.DataFrame:
     """One row per run found under `dirs` (run dirs, sweep dirs, folders of runs).
 
-    Columns: run (a short label), job, stage, status, error, one column per swept/varying override
+    Columns: run (a short label), job, stage, dataset (the corpus the run read), status, error, one column per swept/varying override
     key (the value as written on the command line), seed, the final metrics flattened from
     summary.json (`fwd.val_accuracy`, `ensemble.test_error`, `fwd.val_perplexity`, ...), wall_time_s,
     overrides (all of the run's overrides) and run_dir. `df.attrs` has 'keys' and 'metrics' (the
@@ -270,18 +273,20 @@ def collect_runs(dirs: Iterable[Path | str], finished: bool = False) -> pd.DataF
     for k in order:
         values[k] = {r["override_map"].get(k) for r in rows}
     keys += [k for k in order if len(values[k]) > 1 and k not in keys]
+    keys = [k for k in keys if k not in ("dataset", "tag")]  # their own columns, filled for every run
 
     metrics = sorted({m for r in rows for m in r["metrics"]}, key=metric_sort_key)
     labels = _labels(rows, sweeps)
     records = []
     for r, label in zip(rows, labels):
-        rec = {"run": label, "job": r["job"], "stage": r["stage"], "status": r["status"], "error": r["error"]}
+        rec = {"run": label, "job": r["job"], "stage": r["stage"], "dataset": r["dataset"], "status": r["status"],
+               "error": r["error"], "tag": r["tag"]}
         rec.update({k: r["override_map"].get(k) for k in keys})
         rec["seed"] = r["override_map"].get("seed", r["seed"])
         rec.update({m: r["metrics"].get(m, math.nan) for m in metrics})
         rec.update({"wall_time_s": r["wall_time_s"], "overrides": r["overrides"], "run_dir": r["run_dir"]})
         records.append(rec)
-    columns = ["run", "job", "stage", "status", "error", *keys, *(["seed"] if "seed" not in keys else []),
+    columns = ["run", "job", "stage", "dataset", "status", "error", "tag", *keys, *(["seed"] if "seed" not in keys else []),
                *metrics, "wall_time_s", "overrides", "run_dir"]
     df = pd.DataFrame.from_records(records, columns=columns)
     df["job"] = df["job"].astype("Int64")

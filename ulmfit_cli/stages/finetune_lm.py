@@ -31,7 +31,8 @@ def target_numericalizer(cfg, texts, source):
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     directions = list(cfg.bidirectional.directions)
-    source_dir = find_source_run(cfg.pretrained, cfg.stage, cfg.outputs_root, directions, "pretrained")
+    source_dir = find_source_run(cfg.pretrained, cfg.stage, cfg.outputs_root, directions, "pretrained",
+                                 cfg.data_root)
     sources = {d: load_lm_checkpoint(source_dir, d, "pretrained") if source_dir else None for d in directions}
     data = load_dataset(cfg.dataset, cfg.data_root)
     lm_texts = data.train_texts + data.lm_extra + (data.test_texts if cfg.dataset.use_test_for_lm else [])

@@ -4,17 +4,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checkpoints import load_checkpoint
+from ..data import download
 from ..errors import UserError
 
 PREVIOUS_STAGE = {"finetune-lm": "pretrain", "train-clf": "finetune-lm"}
 
 
-def find_source_run(value: str | None, stage: str, outputs_root: str, directions: list[str], key: str) -> Path | None:
-    """Resolve `pretrained=` / `lm=`: None (from scratch), 'latest', or a run directory."""
+def find_source_run(value: str | None, stage: str, outputs_root: str, directions: list[str], key: str,
+                    data_root: str | None = None) -> Path | None:
+    """Resolve `pretrained=` / `lm=`: None (from scratch), 'latest', a run directory, or (pretrained=
+    only) the name of a downloaded model, `wt103`: the run `ulmfit download wt103` imported under the
+    data root. The name wins over a folder of that name in the current directory (pass ./wt103 for that)."""
     if value is None or str(value).lower() in ("null", "none", ""):
         return None
     prev = PREVIOUS_STAGE[stage]
     need = [f"{d}.pt" for d in directions]
+    if stage == "finetune-lm" and str(value) in download.pretrained_names():
+        return _downloaded_run(str(value), data_root, key, need)
     if str(value) == "latest":
         root = Path(outputs_root) / prev
         candidates = [p for p in root.glob("*") if (p / "summary.json").exists()
@@ -57,3 +63,18 @@ def load_lm_checkpoint(run_dir: Path, direction: str, key: str) -> dict:
             f"Point {key}= at an unmodified pretrain or finetune-lm run directory.",
         )
     return ckpt
+
+
+def _downloaded_run(name: str, data_root: str | None, key: str, need: list[str]) -> Path:
+    run = download.pretrained_run_dir(name, data_root)
+    root = f" --dest {run.parent.parent}" if data_root else ""
+    if not (run / "summary.json").is_file():
+        raise UserError(
+            f"{key}={name}: the published {name} model is not downloaded here (no {run}).",
+            f"Run `ulmfit download {name}{root}` first (it fetches fastai's model and imports it there), "
+            f"or pass {key}=<run dir>.")
+    missing = [n for n in need if not (run / "checkpoints" / n).is_file()]
+    if missing:
+        raise UserError(f"{key}={name}: {run} has no checkpoint {', '.join('checkpoints/' + m for m in missing)}.",
+                        f"Run `ulmfit download {name}{root} --force` to fetch and import it again.")
+    return run.resolve()

@@ -19,8 +19,8 @@ from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
 from ..errors import UserError
 from ..model_io import classifier_from, clf_payload, sized_like
 from ..training.param_groups import unfreeze_plan
-from .clf import (all_negative_f1, clf_step, label_ids, most_frequent_label_f1, scores, sharded_predict_proba,
-                  tune_threshold)
+from .baselines import check_beats, majority, tfidf_logreg
+from .clf import clf_step, label_ids, scores, sharded_predict_proba, tune_threshold
 from .context import RunContext
 from .lm import encode
 from .sources import find_source_run, load_lm_checkpoint
@@ -55,11 +55,15 @@ def run(ctx: RunContext) -> dict:
     if len(directions) > 1:
         results["ensemble"], threshold = split_scores(np.mean(probs["valid"], axis=0), np.mean(probs["test"], axis=0),
                                                       ys, multi)
+    warnings, linear = list(data.warnings), {}
     predictions = ctx.dir / "predictions_test.csv"
     if ctx.writes:
         write_predictions(predictions, data.test_texts, data.test_labels, classes, probs["test"], multi, threshold)
+        if cfg.tfidf_baseline:
+            linear = {"tfidf_lr": tfidf_logreg({s: getattr(data, f"{s}_texts") for s in SPLITS}, ys, multi, cfg.seed)}
+            warnings += check_beats(results, linear["tfidf_lr"], multi)
     return ctx.finish(results, started_from=source_dir, artifacts=(predictions,), dataset=data.name, classes=classes,
-                      n_train=len(docs["train"]), warnings=data.warnings, **baselines(ys, multi))
+                      n_train=len(docs["train"]), warnings=warnings, baselines=linear, **majority(ys, multi))
 
 
 def train_direction(ctx: RunContext, direction: str, source: dict | None, numericalizer, docs: dict, ys: dict,
@@ -143,14 +147,6 @@ def split_scores(p_valid: np.ndarray, p_test: np.ndarray, ys: dict, multi: bool)
     for prefix, p, y in (("val", p_valid, ys["valid"]), ("test", p_test, ys["test"])):
         res.update({f"{prefix}_{k}": v for k, v in scores(p, y, multi, threshold or 0.5).items()})
     return res, threshold
-
-
-def baselines(ys: dict, multi: bool) -> dict:
-    """What a model that ignores the text scores on test: the bar every classifier must clear."""
-    if multi:
-        return {"all_negative_test_f1_micro": all_negative_f1(ys["test"]),
-                "most_frequent_label_test_f1_micro": most_frequent_label_f1(ys["train"], ys["test"])}
-    return {"majority_test_accuracy": float(np.mean(ys["test"] == np.bincount(ys["train"][ys["train"] >= 0]).argmax()))}
 
 
 def write_predictions(path, texts, labels, classes, probs, multi, threshold) -> None:

@@ -101,10 +101,12 @@ def row_metrics(row: dict) -> tuple[int, dict[str, float]]:
 
 
 def final_metrics(summary: dict) -> dict[str, float]:
-    """summary.json's figures under sweep.csv's names: results flattened (`fwd.val_accuracy`) and the
-    top-level numbers (baselines such as `majority_test_accuracy`, `wall_time_s`)."""
-    top = {k: v for k, v in summary.items() if k != "results" and _number(v)}
-    return {**flatten_results(top), **flatten_results(summary.get("results") or {})}
+    """summary.json's figures under sweep.csv's names: results and baselines flattened
+    (`fwd.val_accuracy`, `tfidf_lr.test_accuracy`), and the top-level numbers (`majority_test_accuracy`,
+    `wall_time_s`)."""
+    top = {k: v for k, v in summary.items() if _number(v)}
+    return {**flatten_results(top), **flatten_results(summary.get("results") or {}),
+            **flatten_results(summary.get("baselines") or {})}
 
 
 def _number(v) -> bool:
