@@ -99,7 +99,10 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU of the machine that saved it; a run resumed where fewer GPUs are
+        # visible (8 when saved, 1 now) sets those it has, instead of failing on a missing device.
+        for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)
 
 
 def describe_device(device: torch.device) -> str:
