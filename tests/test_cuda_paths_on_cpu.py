@@ -5,6 +5,7 @@ import torch
 
 from ulmfit_cli import runtime
 from ulmfit_cli.errors import UserError, as_user_error
+from ulmfit_cli.models.accel.lstm_kernels import cudnn_bf16_lstm, fused_lstm
 
 
 def test_gpu_out_of_memory_in_any_of_its_forms_gives_the_batch_size_advice():
@@ -33,3 +34,36 @@ def test_resume_sets_the_cuda_rng_states_of_the_gpus_there_are(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device="cuda": calls.append((int(s[0]), device)))
     runtime.set_rng_state({**saved, "cuda": states})
     assert calls == [(0, 0)]
+
+
+def lstm_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    B, T, N, H = 3, 7, 5, 6
+    x = torch.randn(B, T, N, generator=g).requires_grad_()
+    state = (0.5 * torch.randn(1, B, H, generator=g), 0.5 * torch.randn(1, B, H, generator=g))
+    w = [(0.4 * torch.randn(*s, generator=g)).requires_grad_() for s in ((4 * H, N), (4 * H, H), (4 * H,), (4 * H,))]
+    return x, state, w
+
+
+def test_the_bf16_lstm_handed_to_cudnn_computes_torchs_lstm_to_bf16_rounding():
+    """cudnn_bf16_lstm (bf16 autocast on CUDA, where cuDNN runs bf16) is torch's fused LSTM on
+    bf16 copies of the inputs laid out in one flat buffer; here it runs on the CPU (oneDNN): bf16
+    output, the hidden state back in its own dtype, gradients to the fp32 weights."""
+    x, state, w = lstm_inputs()
+    ref, (h_ref, c_ref) = fused_lstm(x, state, w, True)
+    g_ref = torch.autograd.grad(ref.sum() + h_ref.sum() + c_ref.sum(), [x, *w])
+    out, (h, c) = cudnn_bf16_lstm(x, state, w, True)
+    assert out.dtype == torch.bfloat16 and h.dtype == c.dtype == torch.float32
+    for a, b in ((out.float(), ref), (h, h_ref), (c, c_ref)):
+        assert (a - b).abs().max() < 3e-2
+    got = torch.autograd.grad(out.float().sum() + h.sum() + c.sum(), [x, *w])
+    for a, b in zip(got, g_ref):
+        assert a.dtype == torch.float32
+        assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999
+
+
+def test_lstm_on_the_cpu_never_takes_the_cuda_bf16_path():
+    x, state, w = lstm_inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = fused_lstm(x, state, w, True)
+    assert out.dtype == torch.bfloat16 and "cudnn" not in type(out.grad_fn).__name__.lower()
