@@ -56,12 +56,25 @@ def cudnn_runs_bf16(device: torch.device) -> bool:
                      torch.zeros(32, **t, requires_grad=True), torch.zeros(32, **t, requires_grad=True)]
                 out = torch._VF.lstm(x, (h, h), w, True, 1, 0.0, True, False, True)[0]
                 out.float().sum().backward()
-                ok = out.dtype == torch.bfloat16 and "cudnn" in type(out.grad_fn).__name__.lower() \
-                    and x.grad is not None
+                ok = out.dtype == torch.bfloat16 and made_by_cudnn(out) and x.grad is not None
         except RuntimeError:
             ok = False
         _CUDNN_BF16[index] = ok
     return _CUDNN_BF16[index]
+
+
+def made_by_cudnn(t: torch.Tensor, depth: int = 3) -> bool:
+    """Whether cuDNN's RNN op is among the last few autograd nodes that made `t`."""
+    todo, seen = [(t.grad_fn, 0)], set()
+    while todo:
+        fn, d = todo.pop()
+        if fn is None or fn in seen or d > depth:
+            continue
+        seen.add(fn)
+        if "cudnn" in type(fn).__name__.lower():
+            return True
+        todo.extend((nxt, d + 1) for nxt, _ in fn.next_functions)
+    return False
 
 
 def cudnn_bf16_lstm(x, state, weights, training: bool):
