@@ -67,3 +67,16 @@ def test_lstm_on_the_cpu_never_takes_the_cuda_bf16_path():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, _ = fused_lstm(x, state, w, True)
     assert out.dtype == torch.bfloat16 and "cudnn" not in type(out.grad_fn).__name__.lower()
+
+
+def test_deterministic_false_undoes_an_earlier_true_in_the_same_process():
+    """Sweep jobs run one after another in one process (Hydra's basic launcher): a job with
+    deterministic=false after one with true gets torch's ordinary kernels back."""
+    try:
+        runtime.set_deterministic(True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        runtime.set_deterministic(False)
+        assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
