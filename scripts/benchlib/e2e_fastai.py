@@ -13,6 +13,10 @@ import time
 from .common import ALPHA, BETA, DROPS, LM_CLIP, OPT, PAD_ID
 
 
+BF16_NOTE = ("learn.to_bf16()'s MixedPrecision(AMPMode.BF16), with autocast on the run's device (fastai "
+             "2.8.12's own autocasts only 'cuda')")
+
+
 def timer_callback(steps: int):
     """A Callback that times what ulmfit's Trainer times: the intervals between step ends (from
     the start of the training loop), and the loop's wall time; it stops training after `steps`
@@ -86,8 +90,21 @@ def learner(torch, spec, timer):
                                    metrics=[accuracy, Perplexity()], cbs=[GradientClip(LM_CLIP), timer])
     learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, ProgressCallback)])  # as ulmfit's progress=none
     if spec["precision"] == "bf16":
-        learn.to_bf16()
+        learn.add_cb(bf16_callback(torch, torch.device(spec["device"])))
     return learn
+
+
+def bf16_callback(torch, dev):
+    """`learn.to_bf16()`'s MixedPrecision, autocasting on `dev`: fastai 2.8.12 enters
+    autocast('cuda') whatever the device, so on a CPU its bf16 would silently train in fp32."""
+    from fastai.callback.fp16 import AMPMode, MixedPrecision
+
+    class DeviceMixedPrecision(MixedPrecision):
+        def before_fit(self):
+            super().before_fit()
+            self.autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+
+    return DeviceMixedPrecision(amp_mode=AMPMode.BF16)
 
 
 def main(spec_json: str) -> int:
@@ -106,6 +123,6 @@ def main(spec_json: str) -> int:
     print(json.dumps({"throughput": timer.units / timer.seconds, "loop_s": timer.t_train_end - timer.t_fit,
                       "eval_s": timer.t_valid_end - timer.t_train_end, "fit_s": fit_s, "trained_tokens": timer.units,
                       "val_perplexity": float(val[-1]) if val else None, "fastai": fastai.__version__,
-                      "fastai_bf16": "learn.to_bf16()" if spec["precision"] == "bf16" else None}))
+                      "fastai_bf16": BF16_NOTE if spec["precision"] == "bf16" else None}))
     sys.stdout.flush()
     return 0
