@@ -47,7 +47,7 @@ def trec6(out: Path, common: list[str], seeds: list[int], clf_epochs: int) -> No
         for v in LM_VARIANTS:
             run("finetune-lm", out, f"lm/{v}/s{s}", *common, f"ablation={v}", f"pretrained={pre}", seed)
         ref_lm = out / "lm" / "lm_ft_discr_stlr" / f"s{s}"
-        run("train-clf", out, f"clf/reference/s{s}", *clf, f"lm={ref_lm}", seed, f"tag={REFERENCE_TAGS}")
+        run("train-clf", out, f"clf/reference/s{s}", *clf, f"lm={ref_lm}", seed, f"tag='{REFERENCE_TAGS}'")  # quoted: a list of tags
         for v in LM_VARIANTS[:-1]:
             run("train-clf", out, f"clf/table5_{v}/s{s}", *clf, f"lm={out / 'lm' / v / f's{s}'}", seed, f"tag=table5/{v}")
         run("train-clf", out, f"clf/table5_lm_ft_none/s{s}", *clf, f"lm={pre}", seed, "tag=table5/lm_ft_none")

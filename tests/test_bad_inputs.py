@@ -390,3 +390,13 @@ def test_read_only_outputs_dir_is_a_clean_error_and_keeps_earlier_runs(tmp_path)
             subprocess.run(undo, capture_output=True)
         else:
             out.chmod(0o755), (out / "pretrain").chmod(0o755)
+
+
+def test_a_step_with_overflowed_gradients_does_not_make_the_epoch_grad_norm_inf(monkeypatch):
+    """fp16's GradScaler skips a step whose gradients overflowed; its infinite norm is left out of
+    the epoch's mean gradient norm instead of turning metrics.csv's grad_norm into inf."""
+    norms = iter([2.0, float("inf"), 4.0])
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm: torch.tensor(next(norms)))
+    history = _trainer("stop", set(), []).fit(_Batches(3), [Phase(epochs=1, trainable=[True])])
+    row = next(r for r in history if r["split"] == "train")
+    assert row["grad_norm"] == pytest.approx(3.0)

@@ -58,10 +58,17 @@ def disk_error(e: OSError, what: str, *, full_fix: str, access_fix: str, full_no
     return e
 
 
+# A GPU allocation that does not fit is torch.OutOfMemoryError when the caching allocator makes it;
+# one made by CUDA, cuBLAS or cuDNN themselves (a handle, a workspace, a context) is a plain
+# RuntimeError naming the status.
+GPU_OOM_TEXTS = ("CUDA out of memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED",
+                 "CUDNN_STATUS_ALLOC_FAILED")
+
+
 def _is_gpu_oom(e: Exception) -> bool:
     import torch  # only once an error is being explained: `ulmfit --help` does not load torch
 
-    return isinstance(e, torch.cuda.OutOfMemoryError)
+    return isinstance(e, torch.cuda.OutOfMemoryError) or any(t in str(e) for t in GPU_OOM_TEXTS)
 
 
 def _non_finite_loss_error(e: NonFiniteLoss, run_dir: Path | None) -> UserError:

@@ -68,11 +68,14 @@ def seed_everything(seed: int) -> None:
 
 
 def set_deterministic(on: bool) -> None:
-    """deterministic=true: kernels that give the same bits every run, where torch has them (GPU)."""
+    """deterministic=true: kernels that give the same bits every run, where torch has them (GPU).
+    false switches them off again: sweep jobs that share a process (Hydra's basic launcher) each
+    get their own setting, not the one an earlier job left."""
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS first runs
-        torch.use_deterministic_algorithms(True, warn_only=True)  # ops without such a kernel warn
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(bool(on), warn_only=True)  # ops without such a kernel warn
+    torch.backends.cudnn.deterministic = bool(on)
 
 
 def set_threads(threads: int | None) -> None:
@@ -99,7 +102,10 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU of the machine that saved it; a run resumed where fewer GPUs are
+        # visible (8 when saved, 1 now) sets those it has, instead of failing on a missing device.
+        for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)
 
 
 def describe_device(device: torch.device) -> str:

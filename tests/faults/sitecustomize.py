@@ -8,6 +8,9 @@ nothing unless one of these is set:
                                         OSError(ENOSPC), as a full disk does.
     ULMFIT_FAULT_CUDA_OOM=1             the classifier's forward raises torch.OutOfMemoryError,
                                         as a CUDA allocation that does not fit does.
+    ULMFIT_FAULT_KILL_AT_STEP=<n>       the training process SIGKILLs itself right after optimiser
+                                        step n (after that step's callbacks: a checkpoint due at n
+                                        is written), as `kill -9` at a known point would.
 
 Files opened for writing through open()/io.open()/os.fdopen() are wrapped (that covers Python
 code, logging, csv, Hydra and torch.save to a file object); reads are untouched.
@@ -78,3 +81,19 @@ if os.environ.get("ULMFIT_FAULT_CUDA_OOM") == "1":
                                      "capacity; 70.00 GiB already allocated)")
 
     heads.TextClassifier.forward = _oom
+
+
+if os.environ.get("ULMFIT_FAULT_KILL_AT_STEP"):
+    import signal
+
+    from ulmfit_cli.training import loop
+
+    _kill_at = int(os.environ["ULMFIT_FAULT_KILL_AT_STEP"])
+    _real_call = loop.Trainer._call
+
+    def _call(self, hook, *args):
+        _real_call(self, hook, *args)
+        if hook == "on_step_end" and self.state.global_step == _kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    loop.Trainer._call = _call

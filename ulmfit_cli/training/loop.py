@@ -89,7 +89,8 @@ class LoopState:
     sums: dict = field(default_factory=lambda: dict(EMPTY_SUMS))
 
 
-EMPTY_SUMS = {"loss": 0.0, "n": 0, "grad_norm": 0.0, "units": 0, "skipped": 0, "seconds": 0.0}
+# n_norm: steps with a finite gradient norm (fp16's GradScaler skips a step whose gradients overflowed)
+EMPTY_SUMS = {"loss": 0.0, "n": 0, "grad_norm": 0.0, "n_norm": 0, "units": 0, "skipped": 0, "seconds": 0.0}
 
 
 def autocast_for(device: torch.device, precision: str):
@@ -227,14 +228,16 @@ class Trainer:
         sums, lr = self.state.sums, self.opt.param_groups[-1]["lr"]
         self.state.epoch, self.state.step_in_epoch, self.state.sums = epoch + 1, 0, dict(EMPTY_SUMS)
         n_done = max(sums["n"], 1)
+        # Each row's elapsed_s is when it was measured: the train row's when training stopped, the
+        # valid row's after evaluating, so their difference is the evaluation's time.
         train_row = dict(epoch=epoch + 1, step=self.state.global_step, split="train",
                          loss=sums["loss"] / n_done, lr=lr,
                          throughput=sums["units"] / sums["seconds"] if sums["seconds"] > 0 else None,
-                         grad_norm=sums["grad_norm"] / n_done, skipped_batches=sums["skipped"])
+                         grad_norm=sums["grad_norm"] / max(sums.get("n_norm", sums["n"]), 1),
+                         skipped_batches=sums["skipped"], elapsed_s=round(self.elapsed(), 3))
         val_row = dict(epoch=epoch + 1, step=self.state.global_step, split="valid", lr=lr, **self.evaluate())
-        for row in (train_row, val_row):
-            row["elapsed_s"] = round(self.elapsed(), 3)
-            self.state.history.append(row)
+        val_row["elapsed_s"] = round(self.elapsed(), 3)
+        self.state.history.extend([train_row, val_row])
         self._call("on_epoch_end", [train_row, val_row])
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -250,7 +253,9 @@ class Trainer:
         sums = self.state.sums
         sums["loss"] += result.loss
         sums["n"] += 1
-        sums["grad_norm"] += result.grad_norm
+        if math.isfinite(result.grad_norm):
+            sums["grad_norm"] += result.grad_norm
+            sums["n_norm"] = sums.get("n_norm", 0) + 1
         sums["units"] += result.units
         sums["seconds"] += seconds
 

@@ -20,9 +20,77 @@ STEP_MIN_HIDDEN = 1024
 
 
 def fused_lstm(x, state, weights, training: bool):
+    if x.is_cuda and cuda_bf16_autocast(x.device):
+        return cudnn_bf16_lstm(x, state, weights, training)
     out, h, c = torch._VF.lstm(x, state, weights, True, 1, 0.0, training, False, True)
     # has_biases, num_layers, dropout, train, bidirectional, batch_first
     return out, (h, c)
+
+
+# Under CUDA autocast, torch casts cuDNN's LSTM to fp16 whatever the autocast dtype (its autocast
+# wrapper for _cudnn_rnn names fp16 alone), so precision=bf16 would train the LSTM in fp16 with no
+# loss scaling, where small gradients flush to zero. Where cuDNN runs a bf16 LSTM (cuDNN 9.13+ with a
+# torch that lets it), bf16 autocast hands it bf16 instead; elsewhere autocast's fp16 stays.
+_CUDNN_BF16: dict[int, bool] = {}  # device index -> cuDNN ran a bf16 LSTM forward and backward there
+
+
+def cuda_bf16_autocast(device: torch.device) -> bool:
+    return (torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16
+            and cudnn_runs_bf16(device))
+
+
+def cudnn_runs_bf16(device: torch.device) -> bool:
+    """Whether cuDNN itself (not torch's per-step fallback) runs a bf16 LSTM on `device`; tried once."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _CUDNN_BF16:
+        import warnings
+
+        ok = False
+        try:
+            with warnings.catch_warnings(), torch.autocast("cuda", enabled=False), torch.enable_grad():
+                warnings.simplefilter("ignore")
+                t = dict(device=device, dtype=torch.bfloat16)
+                x = torch.zeros(2, 3, 8, **t, requires_grad=True)
+                h = torch.zeros(1, 2, 8, **t)
+                w = [torch.zeros(32, 8, **t, requires_grad=True), torch.zeros(32, 8, **t, requires_grad=True),
+                     torch.zeros(32, **t, requires_grad=True), torch.zeros(32, **t, requires_grad=True)]
+                out = torch._VF.lstm(x, (h, h), w, True, 1, 0.0, True, False, True)[0]
+                out.float().sum().backward()
+                ok = out.dtype == torch.bfloat16 and made_by_cudnn(out) and x.grad is not None
+        except RuntimeError:
+            ok = False
+        _CUDNN_BF16[index] = ok
+    return _CUDNN_BF16[index]
+
+
+def made_by_cudnn(t: torch.Tensor, depth: int = 3) -> bool:
+    """Whether cuDNN's RNN op is among the last few autograd nodes that made `t`."""
+    todo, seen = [(t.grad_fn, 0)], set()
+    while todo:
+        fn, d = todo.pop()
+        if fn is None or fn in seen or d > depth:
+            continue
+        seen.add(fn)
+        if "cudnn" in type(fn).__name__.lower():
+            return True
+        todo.extend((nxt, d + 1) for nxt, _ in fn.next_functions)
+    return False
+
+
+def cudnn_bf16_lstm(x, state, weights, training: bool):
+    """torch's fused LSTM in bf16 with autocast off; the weights go in as views of one flat bf16
+    buffer laid out as cuDNN keeps them (w_ih, w_hh, b_ih, b_hh), so cuDNN uses it as is instead of
+    copying the weights each call and warning that they are not one contiguous chunk. The hidden
+    state comes back in the dtype it was given (carried between batches at that precision)."""
+    with torch.autocast("cuda", enabled=False):
+        flat = torch.cat([w.to(torch.bfloat16).reshape(-1) for w in weights])
+        views, at = [], 0
+        for w in weights:
+            views.append(flat[at:at + w.numel()].view(w.shape))
+            at += w.numel()
+        out, h, c = torch._VF.lstm(x.to(torch.bfloat16), (state[0].to(torch.bfloat16), state[1].to(torch.bfloat16)),
+                                   views, True, 1, 0.0, training, False, True)
+    return out, (h.to(state[0].dtype), c.to(state[1].dtype))
 
 
 def wants_step_kernel(x: torch.Tensor, state, weights, kernel: str, model_hidden: int | None = None) -> bool:
