@@ -13,7 +13,6 @@ import io
 import json
 import pickle
 import shutil
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import FAST, assert_clean_error, ulmfit
-from test_download import NO_INTERNET, FileServer, sha
+from test_download import NO_INTERNET, FileServer, sha, tar_gz
 from test_fastai_interop import V1_SPECIALS, fastai_keys_of_ulmfit, logits, randomize_, ulmfit_lm_from, words
 from ulmfit_cli.checkpoints import load_checkpoint
 from ulmfit_cli.commands import download as cmd
@@ -53,14 +52,7 @@ def state_bytes(state: dict) -> bytes:
     return buf.getvalue()
 
 
-def tgz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+tgz = tar_gz  # the archive builder the corpora's download tests use
 
 
 def zoo_archive(direction: str, weights: bytes, itos: list[str] | None = ITOS, folder: bool = True) -> bytes:

@@ -2,7 +2,7 @@
 
 `ulmfit download wt103` fetches fastai's WikiText-103 AWD_LSTM (wt103-fwd.tgz and wt103-bwd.tgz) the
 way the corpora are fetched (streamed, resumable, verified, unpacked atomically into <dest>/wt103/fwd
-and bwd/), then imports both directions with import-fastai's own pieces (read_models, write_run) into
+and bwd/), then imports both directions with import-fastai's own pieces (read_models, import_into) into
 <dest>/wt103/run: a pretrain run, built in a temporary folder and renamed once complete, that
 `pretrained=wt103` names (stages/sources.py). A second call does nothing; when the run is missing
 (removed, or the import was interrupted) it is imported again from the downloaded files. Files that
@@ -65,7 +65,7 @@ def _pick(folder: Path, pattern: str, direction: str, name: str) -> Path:
 def import_model(name: str, target: Path, pretrained: str) -> Path:
     """Import <target>/fwd and bwd (fastai's files) into the pretrain run <target>/run."""
     # here, not at the top: the corpora's downloads (and --list) do not load torch
-    from .import_fastai import ImportArgs, finish_output_dir, new_output_dir, read_itos, read_models, report, write_run
+    from .import_fastai import ImportArgs, import_into, read_itos, read_models, report
 
     run = target / dl.RUN
     files = {d: {pat: _pick(target / d, pat, d, name) for pat in PREFERRED} for d in DIRECTIONS}
@@ -93,12 +93,6 @@ def import_model(name: str, target: Path, pretrained: str) -> Path:
                 f"Run `ulmfit download {name}` again to fetch them anew. If the same happens, the files at its URLs "
                 "(`ulmfit download --list`, or ULMFIT_DOWNLOAD_MIRROR) are not fastai's AWD_LSTM: check them and "
                 "any proxy.") from e
-        tmp = new_output_dir(run)
-        try:
-            summary = write_run(tmp, run, a, itos, lms, paths, t0)
-            finish_output_dir(tmp, run)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        summary = import_into(run, a, itos, lms, paths, t0)
     report(run, a, summary, pretrained=pretrained)
     return run

@@ -211,6 +211,19 @@ def write_run(tmp: Path, out: Path, a: ImportArgs, itos: list[str], lms: dict, f
                          dataset="fastai import", fastai_import=provenance)
 
 
+def import_into(out: Path, a: ImportArgs, itos: list[str], lms: dict, files: dict, t0: float) -> dict:
+    """The pretrain run dir `out`, built in a temp dir beside it and renamed into place, so it is
+    never seen half-written; returns its summary."""
+    tmp = new_output_dir(out)
+    try:
+        summary = write_run(tmp, out, a, itos, lms, files, t0)
+        finish_output_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
 def report(out: Path, a: ImportArgs, summary: dict, pretrained: str | None = None) -> None:
     """What was imported, its notes, and the next command (`pretrained=<pretrained>`, default: the run dir)."""
     info = summary["fastai_import"]
@@ -237,12 +250,5 @@ def main(argv: list[str]) -> int:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     out = Path(a.out) if a.out else Path(a.outputs_root) / "pretrain" / f"{stamp}-fastai-import"
     itos, lms, files = read_models(a)
-    tmp = new_output_dir(out)
-    try:
-        summary = write_run(tmp, out, a, itos, lms, files, t0)
-        finish_output_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    report(out, a, summary)
+    report(out, a, import_into(out, a, itos, lms, files, t0))
     return 0

@@ -143,21 +143,25 @@ def last_error_line(log_path: Path) -> str | None:
     return None
 
 
-def flatten_results(results: dict) -> dict[str, float]:
-    """{'fwd': {'val_accuracy': .9}, 'ensemble': {...}} -> {'fwd.val_accuracy': .9, ...} (numbers only)."""
-    out: dict[str, float] = {}
+def flatten(tree: dict) -> dict[str, Any]:
+    """{'fwd': {'val_accuracy': .9}} -> {'fwd.val_accuracy': .9}: nested keys joined by dots."""
+    out: dict[str, Any] = {}
 
     def visit(prefix: str, value: Any) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
                 visit(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(value, bool):
-            return
-        elif isinstance(value, (int, float)) and prefix:
-            out[prefix] = float(value)
+        elif prefix:
+            out[prefix] = value
 
-    visit("", results or {})
+    visit("", tree or {})
     return out
+
+
+def flatten_results(results: dict) -> dict[str, float]:
+    """The numbers of `results`, flattened (`fwd.val_accuracy`); flags and text left out."""
+    return {k: float(v) for k, v in flatten(results).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def metric_sort_key(name: str):

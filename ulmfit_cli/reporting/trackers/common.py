@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ...errors import Interrupted, UserError
-from ..sweep import flatten_results, read_overrides, split_override, sweep_dir_of
+from ..sweep import flatten, flatten_results, read_overrides, split_override, sweep_dir_of
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 EXTRA = "pip install -e '.[tracking]'"
@@ -75,19 +75,10 @@ def import_tracker(tracker: str, module: str, package: str | None = None):
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as dotted keys (`schedule.lr`: 0.01), lists as text; logger settings left out."""
-    out: dict[str, Any] = {}
-
-    def visit(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                visit(f"{prefix}.{k}" if prefix else str(k), v)
-        else:
-            out[prefix] = "null" if value is None else str(value) if isinstance(value, (list, tuple)) else value
-
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("logger", None)
-    visit("", container)
-    return out
+    return {k: "null" if v is None else str(v) if isinstance(v, (list, tuple)) else v
+            for k, v in flatten(container).items()}
 
 
 def row_metrics(row: dict) -> tuple[int, dict[str, float]]:
