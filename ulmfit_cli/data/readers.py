@@ -733,21 +733,10 @@ def _label_set(labels: list) -> set[str]:
     return out
 
 
-def _finish(cfg: Any, raw: _Raw) -> TextDataset:
-    warnings = list(raw.warnings or [])
-    seed, frac = int(cfg.split_seed), float(cfg.valid_frac)
-    train = _normalise(raw.train, cfg, warnings)
-    valid = _normalise(raw.valid, cfg, warnings) if raw.valid is not None else None
-    test = _normalise(raw.test, cfg, warnings) if raw.test is not None else None
-    if test is not None and Path(test.source).resolve() == Path(train.source).resolve():
-        # Evaluating on the training rows would report a meaningless score.
-        warnings.append(
-            f"The train and test files are the same ({train.source}); carving a test split from it instead."
-        )
-        test = None
-
-    # Shuffle train once with split_seed: carving and max_train_examples then take random rows,
-    # and the same config always gives the same split.
+def _split_three_ways(train: _Split, valid: _Split | None, test: _Split | None, seed: int,
+                      frac: float) -> tuple[_Split, _Split, _Split]:
+    """Shuffle train once with split_seed (so carving and max_train_examples take random rows, the
+    same every time), then carve the splits the dataset does not have from it."""
     order = list(range(len(train.texts)))
     random.Random(seed).shuffle(order)
     train = _take(train, order)
@@ -764,52 +753,58 @@ def _finish(cfg: Any, raw: _Raw) -> TextDataset:
         valid, train = _carve(train, n_carve, "valid")
     if test is None:
         test, train = _carve(train, n_carve, "test")
+    return train, valid, test
 
-    # Classes come from the whole train split, before the caps, so a quick capped run keeps the
-    # same label set (and label indices) as the full one.
-    classes: list[str] = []
-    if train.labels is not None:
-        classes = sorted(_label_set(train.labels))
-        if len(classes) < 2:
-            raise UserError(
-                f"The labels of {raw.train.source} hold only {len(classes)} class(es) {classes}; "
-                "a classifier needs two or more.",
-                "Check dataset.label_col= names the label column (or set it to null for an unlabelled LM corpus).",
-            )
-        known = set(classes)
-        for split, what in ((valid, "valid"), (test, "test")):
-            if split.labels is None:
-                continue
-            unseen = [lab for lab in split.labels if not _label_set([lab]) <= known]
-            if unseen:
-                names = sorted(_label_set(unseen) - known)
-                more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
-                warnings.append(
-                    f"{split.source}: {len(unseen)} {what} row(s) carry labels not seen in train: {names[:5]}{more}."
-                )
+
+def _classes(source: str, train: _Split, valid: _Split, test: _Split, warnings: list[str]) -> list[str]:
+    """The classes of the whole train split (before the caps, so a quick capped run keeps the same
+    label set and indices as the full one); labels only valid/test have are a warning."""
+    if train.labels is None:
+        return []
+    classes = sorted(_label_set(train.labels))
+    if len(classes) < 2:
+        raise UserError(
+            f"The labels of {source} hold only {len(classes)} class(es) {classes}; a classifier needs two or more.",
+            "Check dataset.label_col= names the label column (or set it to null for an unlabelled LM corpus).",
+        )
+    known = set(classes)
+    for split, what in ((valid, "valid"), (test, "test")):
+        if split.labels is None:
+            continue
+        unseen = [lab for lab in split.labels if not _label_set([lab]) <= known]
+        if unseen:
+            names = sorted(_label_set(unseen) - known)
+            more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
+            warnings.append(f"{split.source}: {len(unseen)} {what} row(s) carry labels not seen in train: {names[:5]}{more}.")
+    return classes
+
+
+def _finish(cfg: Any, raw: _Raw) -> TextDataset:
+    warnings = list(raw.warnings or [])
+    seed = int(cfg.split_seed)
+    train = _normalise(raw.train, cfg, warnings)
+    valid = _normalise(raw.valid, cfg, warnings) if raw.valid is not None else None
+    test = _normalise(raw.test, cfg, warnings) if raw.test is not None else None
+    if test is not None and Path(test.source).resolve() == Path(train.source).resolve():
+        # Evaluating on the training rows would report a meaningless score.
+        warnings.append(
+            f"The train and test files are the same ({train.source}); carving a test split from it instead."
+        )
+        test = None
+    train, valid, test = _split_three_ways(train, valid, test, seed, float(cfg.valid_frac))
+    classes = _classes(raw.train.source, train, valid, test, warnings)
 
     # max_train_examples keeps the first rows of the already shuffled train split; max_docs caps
     # every split (train included) for quick experiments.
     for cap in (cfg.max_train_examples, cfg.max_docs):
         if cap is not None:
             train = _take(train, list(range(min(int(cap), len(train.texts)))))
-    max_docs = cfg.max_docs
-    doc_cap = int(max_docs) if max_docs is not None else None
+    doc_cap = int(cfg.max_docs) if cfg.max_docs is not None else None
     valid, test = _subset(valid, doc_cap, seed), _subset(test, doc_cap, seed)
     lm_extra = [t for t in (raw.lm_extra or []) if t and t.strip()][:doc_cap]
-
-    return TextDataset(
-        name=str(cfg.name),
-        train_texts=train.texts,
-        valid_texts=valid.texts,
-        test_texts=test.texts,
-        train_labels=train.labels,
-        valid_labels=valid.labels,
-        test_labels=test.labels,
-        lm_extra=lm_extra,
-        classes=classes,
-        warnings=warnings,
-    )
+    return TextDataset(name=str(cfg.name), train_texts=train.texts, valid_texts=valid.texts, test_texts=test.texts,
+                       train_labels=train.labels, valid_labels=valid.labels, test_labels=test.labels,
+                       lm_extra=lm_extra, classes=classes, warnings=warnings)
 
 
 _READERS: dict[str, Callable[[Any, Path], _Raw]] = {
