@@ -28,6 +28,14 @@ def test_layer_sizes_follow_the_paper_shape():
     assert [(r.n_in, r.n_out) for r in lm.encoder.rnns] == [(400, 1152), (1152, 1152), (1152, 400)]
 
 
+def test_classifier_head_dropouts_are_the_reference_ones():
+    # fastai's get_text_classifier and the paper-era script (drops=[dps[4], 0.1]): output_p x
+    # drop_mult before the first block, an unscaled 0.1 before the second.
+    head = build_classifier(ModelConfig(drop_mult=0.5), 100, 1, 6, bptt=70, max_len=1400).head
+    assert [m.p for m in head.layers if isinstance(m, torch.nn.Dropout)] == [0.2, 0.1]
+    assert [m.out_features for m in head.layers if isinstance(m, torch.nn.Linear)] == [50, 6]
+
+
 def test_weight_drop_matches_nn_lstm_in_eval_and_drops_in_train():
     torch.manual_seed(0)
     layer = WeightDropLSTM(5, 7, weight_p=0.5)

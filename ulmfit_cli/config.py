@@ -51,7 +51,10 @@ class ModelConfig:
     fused_softmax: bool = True
     # Classifier head
     clf_hidden: int = 50
-    clf_dropout: float = 0.1  # first block's dropout; the second uses output_p (as the reference)
+    # The head's dropouts are those of the reference (fastai's get_text_classifier, and the paper-era
+    # script's drops=[dps[4], 0.1]): output_p x drop_mult before the first block, clf_dropout,
+    # unscaled, before the second.
+    clf_dropout: float = 0.1
 
 
 @dataclass

@@ -24,5 +24,5 @@ def build_classifier(cfg, vocab_size: int, pad_id: int, n_classes: int, bptt: in
     m = cfg.drop_mult
     return TextClassifier(
         build_encoder(cfg, vocab_size, pad_id), n_classes, bptt, max_len, pad_id,
-        hidden=cfg.clf_hidden, ps=(cfg.clf_dropout * m, cfg.output_p * m),
+        hidden=cfg.clf_hidden, ps=(cfg.output_p * m, cfg.clf_dropout),
     )

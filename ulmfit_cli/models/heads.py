@@ -126,7 +126,7 @@ def bpt3c_encode(encoder: AWDLSTM, ids: torch.Tensor, bptt: int, max_len: int, p
 class PoolingClassifier(nn.Module):
     """Two blocks of BatchNorm + Dropout + Linear on the concat-pooled states (ReLU between)."""
 
-    def __init__(self, emb_size: int, n_classes: int, hidden: int = 50, ps=(0.1, 0.4)):
+    def __init__(self, emb_size: int, n_classes: int, hidden: int = 50, ps=(0.4, 0.1)):
         super().__init__()
         sizes = [3 * emb_size, hidden, n_classes]
         layers: list[nn.Module] = []
@@ -144,7 +144,7 @@ class TextClassifier(nn.Module):
     """BPT3C encoder + pooling classifier; forward(ids) -> logits."""
 
     def __init__(self, encoder: AWDLSTM, n_classes: int, bptt: int, max_len: int,
-                 pad_id: int, hidden: int = 50, ps=(0.1, 0.4)):
+                 pad_id: int, hidden: int = 50, ps=(0.4, 0.1)):
         super().__init__()
         self.encoder = encoder
         self.bptt, self.max_len, self.pad_id = bptt, max_len, pad_id
