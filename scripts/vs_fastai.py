@@ -58,7 +58,8 @@ SPLIT_SEED = 42
 
 DIFFERENCES = """\
 How the two pipelines differ (everything else is equal: the documents of every split, the
-pretrained weights and vocabulary, model sizes, the five dropouts x drop_mult, batch size, bptt,
+pretrained weights and vocabulary, model sizes, the five dropouts x drop_mult and the head's two
+(output_p x drop_mult, then 0.1), batch size, bptt,
 BPT3C max_len, epochs per stage, threads, fp32, AR 2 / TAR 1):
 - Tokens: {tokens}
 - Fine-tuning vocabulary: each builds its own on the train split (min_freq {min_freq}, max_vocab
@@ -76,10 +77,6 @@ BPT3C max_len, epochs per stage, threads, fp32, AR 2 / TAR 1):
   at 2e-2, freeze_to(-2) 1 epoch at slice(1e-2/2.6^4, 1e-2), freeze_to(-3) 1 epoch at
   slice(5e-3/2.6^4, 5e-3), unfreeze for the remaining epochs at slice(1e-3/2.6^4, 1e-3);
   weight decay 0.01, no clipping.
-- Head dropouts: ulmfit's PoolingClassifier puts clf_dropout x drop_mult (0.05) before the first
-  linear layer and output_p x drop_mult (0.2) before the second; fastai (and the paper-era
-  reference, fastai 0.7's get_rnn_classifier with drops=[dps[4], 0.1]) put output_p x drop_mult
-  before the first and an unscaled 0.1 before the second.
 - Batches: both sort classifier documents by length within shuffled chunks; fastai drops the last
   incomplete training batch, ulmfit keeps it (or joins it to the previous one).
 - fastai alone is forward-only here; the ulmfit ensemble row costs the bwd LM and classifier too.

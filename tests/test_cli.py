@@ -109,6 +109,7 @@ def test_multirun_flag_moves_before_the_overrides():
     assert multirun_first(["a=1", "b=2"]) == ["a=1", "b=2"]
 
 
+@pytest.mark.integration
 def test_multirun_two_jobs_two_run_dirs(tmp_path):
     """-m after the overrides, as people type it (Hydra's own parser wants it first)."""
     ulmfit("train-clf", *FAST, "lm=null", "bidirectional=fwd", "unfreeze=none", "-m",
@@ -126,9 +127,9 @@ def test_multirun_two_jobs_two_run_dirs(tmp_path):
 
 @pytest.mark.parametrize("args,needles", [
     (["schedule.cutfrac=0.2"], ["cutfrac"]),
-    (["schedule.ratio=abc"], ["ratio", "abc"]),
-    (["device=cuda", "lm=null"], ["device=cuda", "device=cpu"]),
-    (["dataset=csv", "dataset.train_file=nope.csv", "lm=null"], ["nope.csv"]),
+    pytest.param(["schedule.ratio=abc"], ["ratio", "abc"], marks=pytest.mark.integration),
+    pytest.param(["device=cuda", "lm=null"], ["device=cuda", "device=cpu"], marks=pytest.mark.integration),
+    pytest.param(["dataset=csv", "dataset.train_file=nope.csv", "lm=null"], ["nope.csv"], marks=pytest.mark.integration),
     (["lm=does/not/exist"], ["lm=does/not/exist"]),
 ])
 def test_bad_input_is_a_clean_error(tmp_path, args, needles):

@@ -248,7 +248,7 @@ def _xlsx(path: Path) -> str:
     return path.name
 
 
-@pytest.mark.parametrize("case", ["missing", "no_column", "empty", "xlsx", "xlsx_train", "empty_folder"])
+@pytest.mark.parametrize("case", ["missing", *(pytest.param(c, marks=pytest.mark.integration) for c in ("no_column", "empty", "xlsx", "xlsx_train", "empty_folder"))])
 def test_bad_lm_files_are_clean_errors(tmp_path, case):
     write_train_csv(tmp_path / "train.csv")
     (tmp_path / "empty.txt").write_text("\n \n", encoding="utf-8")
@@ -275,6 +275,7 @@ def test_bad_lm_files_are_clean_errors(tmp_path, case):
     assert_clean_error(proc, *needles)
 
 
+@pytest.mark.integration
 def test_hf_without_a_path_is_a_clean_error(tmp_path):
     proc = ulmfit("finetune-lm", *FAST, "pretrained=null", "bidirectional=fwd", "dataset=hf", cwd=tmp_path, check=False)
     assert proc.returncode == 2
@@ -283,8 +284,8 @@ def test_hf_without_a_path_is_a_clean_error(tmp_path):
 
 @pytest.mark.parametrize("args, needles", [
     (["dataset.path=HF", "dataset.split_map={train: train, valid: dev}"], ["no split 'dev'", "'validation'"]),
-    (["dataset.path=./not/here"], ["dataset.path=./not/here: no such folder"]),
-    (["dataset.path=surely-not-a-cached-dataset"], ["could not load it", "HF_DATASETS_OFFLINE=1"]),
+    pytest.param(["dataset.path=./not/here"], ["dataset.path=./not/here: no such folder"], marks=pytest.mark.integration),
+    pytest.param(["dataset.path=surely-not-a-cached-dataset"], ["could not load it", "HF_DATASETS_OFFLINE=1"], marks=pytest.mark.integration),
 ])
 def test_bad_hf_input_is_a_clean_error(hf_dir, tmp_path, args, needles):
     args = [a.replace("=HF", f"={hf_dir}") for a in args]

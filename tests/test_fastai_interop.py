@@ -316,6 +316,7 @@ def test_synthetic_fastai1_file_imports_exactly(synthetic, tmp_path):
     assert json.loads((exp / "fastai_config.json").read_text())["fwd"]["n_hid"] == 12
 
 
+@pytest.mark.integration
 def test_finetune_lm_and_train_clf_start_from_an_import(synthetic, tmp_path):
     d, _, _ = synthetic
     import_fastai(tmp_path, d / "lstm_fwd.pth", d / "itos.pkl")

@@ -51,7 +51,7 @@ def clf_run(tmp_path_factory):
     return cwd, next((cwd / "outputs" / "train-clf").iterdir())
 
 
-@pytest.mark.parametrize("n_tokens", [100_000, pytest.param(1_000_000, marks=pytest.mark.integration)])
+@pytest.mark.parametrize("n_tokens", [pytest.param(n, marks=pytest.mark.integration) for n in (100_000, 1_000_000)])
 def test_predict_a_huge_document_with_bounded_memory_and_in_order(clf_run, tmp_path, n_tokens):
     cwd, run = clf_run
     rng = random.Random(n_tokens)

@@ -145,6 +145,7 @@ def test_evaluate_multilabel_uses_the_tuned_threshold(multilabel_run):
     assert res["f1_micro"] == pytest.approx(s["test_f1_micro"], abs=1e-6)
 
 
+@pytest.mark.integration
 def test_multilabel_label_column_missing_is_clear(tmp_path):
     write_csv(tmp_path / "train.csv", make_rows(50, seed=3))
     proc = ulmfit("train-clf", *FAST, "lm=null", "dataset=csv", "dataset.train_file=train.csv",

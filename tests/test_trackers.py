@@ -142,7 +142,7 @@ def test_a_missing_tracker_package_stops_the_run_before_anything_is_written(tmp_
 
 
 @needs("mlflow")
-@pytest.mark.parametrize("how", ["run, config key", "sweep, environment"])
+@pytest.mark.parametrize("how", ["run, config key", pytest.param("sweep, environment", marks=pytest.mark.integration)])
 def test_an_unreachable_mlflow_server_is_one_paragraph_before_training(tmp_path, how):
     """A closed port on 127.0.0.1: exit 2 with one paragraph naming the URI and where it came from, in
     seconds, before any job trains; a sweep stops before its first job."""
@@ -180,6 +180,7 @@ def tb_wandb_run(tmp_path_factory):
     return run, read_rows(run), json.loads((run / "summary.json").read_text()), proc
 
 
+@pytest.mark.integration
 def test_tensorboard_event_files_hold_every_row_the_final_figures_and_the_hparams(tb_wandb_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
@@ -223,6 +224,7 @@ def wandb_records(path: Path):
             yield record
 
 
+@pytest.mark.integration
 def test_wandb_offline_run_holds_the_rows_summary_config_and_predictions(tb_wandb_run):
     run, rows, summary, proc = tb_wandb_run
     (run_file,) = (run / "wandb").glob("offline-run-*/run-*.wandb")

@@ -130,6 +130,7 @@ def contents(folder: Path) -> list[str]:
 # --------------------------------------------------------------------------- the route, end to end
 
 
+@pytest.mark.integration
 def test_download_imports_then_finetune_lm_starts_from_it(server, env, archives, references, tmp_path, capsys):
     values = env(entry(server, archives))
     data = tmp_path / "data"
