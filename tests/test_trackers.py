@@ -132,6 +132,7 @@ def test_a_missing_tracker_package_names_the_extra_to_install(monkeypatch, track
     assert EXTRA in str(err.value)
 
 
+@needs("tensorboard")
 def test_a_missing_tracker_package_stops_the_run_before_anything_is_written(tmp_path):
     """End to end: exit 2, one paragraph, no run files; TensorBoard, opened first, is closed again."""
     proc = ulmfit("train-clf", *ONE_DIR, "logger=[tensorboard,mlflow]", cwd=tmp_path, env=shadow(tmp_path, "mlflow"),
