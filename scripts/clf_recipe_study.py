@@ -35,7 +35,9 @@ VARIANTS = {
     "no_unfreeze": ("all groups trainable from the first step (discr, one STLR)", ["unfreeze=none"]),
     "no_discr": ("one LR for every group", ["schedule.discriminative=false"]),
     "scratch": ("no pretrained or fine-tuned LM (Table 6, from scratch)", ["ablation=clf_from_scratch"]),
+    "steps_12": ("the paper-era reference script: head, last two groups, then all", ["unfreeze.steps=[1,2]"]),
     "paper_x2": ("the defaults, twice the epochs", ["@epochs*2"]),
+    "no_unfreeze_x2": ("no_unfreeze, twice the epochs", ["unfreeze=none", "@epochs*2"]),
     "scratch_x2": ("from scratch, twice the epochs", ["ablation=clf_from_scratch", "@epochs*2"]),
 }
 
@@ -60,7 +62,8 @@ def run_variant(a, name: str, seed: int) -> Path:
     data = Path(a.data).resolve()
     cmd = [sys.executable, "-m", "ulmfit_cli", "train-clf", "dataset=csv", f"dataset.data_dir={data}",
            "dataset.train_file=train.csv", "dataset.valid_file=valid.csv", "dataset.test_file=test.csv",
-           f"lm={Path(a.lm).resolve()}", "bidirectional=fwd", f"model={a.model}", f"train.bs={a.bs}",
+           *([] if "ablation=clf_from_scratch" in extra else [f"lm={Path(a.lm).resolve()}"]),  # lm= would win over it
+           "bidirectional=fwd", f"model={a.model}", f"train.bs={a.bs}",
            f"train.epochs={epochs}", f"seed={seed}", "threads=1", "precision=fp32", "progress=none",
            "tfidf_baseline=false", *extra, *a.extra, f"hydra.run.dir={run_dir}"]
     if run_dir.exists():

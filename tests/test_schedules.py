@@ -64,3 +64,18 @@ def test_other_unfreeze_plans():
     chain = unfreeze_plan(UnfreezeConfig(name="chain_thaw"), 3, 5)
     assert [p.trainable for p in chain] == [[False, False, True], [False, True, False], [True, False, False], [True] * 3]
     assert chain[-1].epochs == 2
+
+
+def test_a_budget_spent_mostly_frozen_is_warned_about():
+    from ulmfit_cli.config import ModelConfig
+    from ulmfit_cli.models import build_classifier, classifier_group_count
+    from ulmfit_cli.stages.train_clf import short_budget_warning
+
+    n = classifier_group_count(ModelConfig(n_layers=3))
+    assert n == len(build_classifier(ModelConfig(emb_size=8, hidden_size=8, n_layers=3), 20, 1, 2, 5, 20).layer_groups())
+    gradual = UnfreezeConfig(name="gradual", steps=[1, 2, 3, 4])
+    msg = short_budget_warning(unfreeze_plan(gradual, n, 5), gradual)  # 4 partly frozen epochs, 1 full
+    assert "spends 4 of the 5 epochs" in msg and "train.epochs=8" in msg and "unfreeze=none" in msg
+    assert short_budget_warning(unfreeze_plan(gradual, n, 8), gradual) is None  # 4 and 4
+    none = UnfreezeConfig(name="none")
+    assert short_budget_warning(unfreeze_plan(none, n, 1), none) is None

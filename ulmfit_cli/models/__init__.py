@@ -26,3 +26,8 @@ def build_classifier(cfg, vocab_size: int, pad_id: int, n_classes: int, bptt: in
         build_encoder(cfg, vocab_size, pad_id), n_classes, bptt, max_len, pad_id,
         hidden=cfg.clf_hidden, ps=(cfg.output_p * m, cfg.clf_dropout),
     )
+
+
+def classifier_group_count(cfg) -> int:
+    """len(build_classifier(cfg, ...).layer_groups()): the embedding, each LSTM layer, the head."""
+    return cfg.n_layers + 2

@@ -17,8 +17,9 @@ from ..data.batching import MIN_ROWS, ClassifierBatches
 from ..data.token_cache import token_cache_dir
 from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
 from ..errors import UserError
+from ..models import classifier_group_count
 from ..model_io import classifier_from, clf_payload, sized_like
-from ..training.param_groups import unfreeze_plan
+from ..training.param_groups import Phase, unfreeze_plan
 from .baselines import check_beats, majority, tfidf_logreg
 from .clf import clf_step, label_ids, scores, sharded_predict_proba, tune_threshold
 from .context import RunContext
@@ -44,6 +45,8 @@ def run(ctx: RunContext) -> dict:
     docs = {s: encode(numericalizer, getattr(data, f"{s}_texts"), cache) for s in SPLITS}
     ys = {s: label_ids(getattr(data, f"{s}_labels"), classes, multi) for s in SPLITS}
     check_enough_documents(len(docs["train"]), ctx.ranks.world_size)
+    n_groups = classifier_group_count(sized_like(cfg.model, src))
+    short = short_budget_warning(unfreeze_plan(cfg.unfreeze, n_groups, cfg.train.epochs), cfg.unfreeze)
 
     results, probs, threshold = {}, {"valid": [], "test": []}, None
     for direction in directions:
@@ -55,7 +58,7 @@ def run(ctx: RunContext) -> dict:
     if len(directions) > 1:
         results["ensemble"], threshold = split_scores(np.mean(probs["valid"], axis=0), np.mean(probs["test"], axis=0),
                                                       ys, multi)
-    warnings, linear = list(data.warnings), {}
+    warnings, linear = list(data.warnings) + ([short] if short else []), {}
     predictions = ctx.dir / "predictions_test.csv"
     if ctx.writes:
         write_predictions(predictions, data.test_texts, data.test_labels, classes, probs["test"], multi, threshold)
@@ -131,6 +134,21 @@ def labelled_dataset(cfg):
     for w in data.warnings:
         log.warning(w)
     return data
+
+
+def short_budget_warning(plan: list[Phase], unfreeze) -> str | None:
+    """Gradual unfreezing pays off when the encoder then trains to convergence (paper §3.3); with a
+    budget where most epochs train a partly frozen model, the encoder hardly moves."""
+    partial = sum(p.epochs for p in plan if not all(p.trainable))
+    full = sum(p.epochs for p in plan if all(p.trainable))
+    if unfreeze.name not in ("gradual", "chain_thaw") or partial <= full:
+        return None
+    msg = (f"unfreeze={unfreeze.name} spends {partial} of the {partial + full} epochs on a partly frozen model "
+           f"and trains all layers for {full}; with so few epochs the encoder hardly learns (on small data it "
+           f"can lose to a classifier trained from scratch). Give more epochs (train.epochs={2 * partial} or "
+           f"more), or open the groups sooner (unfreeze.steps=[1,2], or unfreeze=none).")
+    log.warning(msg)
+    return msg
 
 
 def check_enough_documents(n_train: int, world_size: int) -> None:
