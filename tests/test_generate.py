@@ -13,7 +13,7 @@ from conftest import ulmfit
 from ulmfit_cli.checkpoints import load_checkpoint, save_checkpoint
 from ulmfit_cli.cli import main as cli_main
 from ulmfit_cli.commands.generate import BANNED, newest_lm_run
-from ulmfit_cli.model_io import load_model
+from ulmfit_cli.stages.model_io import load_model
 from ulmfit_cli.data.tokenizers import numericalizer_from_state, word_detokenize, word_tokenize
 from ulmfit_cli.models.sampling import (apply_temperature, generate, mask_ids, next_token, top_k_filter,
                                         top_p_filter)

@@ -1,6 +1,6 @@
 """The package's import graph: no cycles, and every import points down the layers.
 
-Layers, from the bottom: helpers (config, errors, fileutil, checkpoints) < data/, models/ < training/, runtime, distributed, model_io <
+Layers, from the bottom: helpers (config, errors, fileutil, checkpoints) < data/, models/ < training/, runtime, distributed <
 reporting/ < stages/ < commands/ < cli < __main__. Imports inside functions count too: a
 function-level import is still a dependency, only a later one.
 """
@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "ulmfit_cli"
 LAYERS = [
     {"__init__", "config", "errors", "fileutil", "checkpoints"},
     {"data", "models"},
-    {"training", "runtime", "distributed", "model_io"},
+    {"training", "runtime", "distributed"},
     {"reporting"},
     {"stages"},
     {"commands"},

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import UserError
 from ..models.fastai_compat import FastaiFormatError, to_fastai_lm
-from ..model_io import load_model
+from ..stages.model_io import load_model
 from ..stages.sources import load_lm_checkpoint
 from .args import parse
 from .import_fastai import finish_output_dir, flags_to_dotlist, new_output_dir

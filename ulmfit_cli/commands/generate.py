@@ -24,7 +24,7 @@ from rich.text import Text
 from ..data.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, numericalizer_from_state
 from ..errors import UserError
 from ..fileutil import atomic_write_bytes
-from ..model_io import load_model
+from ..stages.model_io import load_model
 from ..models.sampling import generate
 from ..runtime import resolve_device
 from ..stages.sources import load_lm_checkpoint

@@ -28,7 +28,7 @@ from ..config import compose
 from ..data.download import sha256_file
 from ..data.tokenizers import WordNumericalizer
 from ..errors import UserError
-from ..model_io import lm_payload, load_model
+from ..stages.model_io import lm_payload, load_model
 from ..models.fastai_compat import (FastaiFormatError, LMSizes, check_itos, from_fastai_lm, reorder_rows,
                                     vocab_to_ulmfit)
 from ..reporting.metrics import write_summary

@@ -16,7 +16,7 @@ from ..fileutil import atomic_write_bytes
 from ..data.tokenizers import numericalizer_from_state
 from ..errors import UserError
 from ..runtime import resolve_device
-from ..model_io import load_model
+from ..stages.model_io import load_model
 from ..stages.clf import predict_proba
 from .args import parse
 

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from ..data import load_dataset
 from ..data.token_cache import token_cache_dir
 from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
-from ..model_io import lm_from
+from .model_io import lm_from
 from .context import RunContext
 from .lm import encode, train_lm
 from .sources import find_source_run, load_lm_checkpoint

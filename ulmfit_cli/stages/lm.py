@@ -9,7 +9,7 @@ import torch
 
 from ..data.batching import LMStream
 from ..data.token_cache import cached_encode
-from ..model_io import lm_payload
+from .model_io import lm_payload
 from ..models.heads import LanguageModel
 from ..training.loop import StepOut
 from ..training.param_groups import unfreeze_plan

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..data import load_pretraining_corpus
 from ..data.token_cache import token_cache_dir
 from ..data.tokenizers import fit_numericalizer
-from ..model_io import lm_from
+from .model_io import lm_from
 from .context import RunContext
 from .lm import encode, train_lm
 

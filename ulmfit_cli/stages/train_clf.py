@@ -18,7 +18,7 @@ from ..data.token_cache import token_cache_dir
 from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
 from ..errors import UserError
 from ..models import classifier_group_count
-from ..model_io import classifier_from, clf_payload, sized_like
+from .model_io import classifier_from, clf_payload, sized_like
 from ..training.param_groups import Phase, unfreeze_plan
 from .baselines import check_beats, majority, tfidf_logreg
 from .clf import clf_step, label_ids, scores, sharded_predict_proba, tune_threshold

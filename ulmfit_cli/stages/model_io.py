@@ -16,11 +16,11 @@ import logging
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ModelConfig
-from .data.tokenizers import PAD_ID, map_bias, map_embeddings
-from .errors import UserError
-from .models import build_classifier, build_lm
-from .models.heads import LanguageModel, TextClassifier
+from ..config import ModelConfig
+from ..data.tokenizers import PAD_ID, map_bias, map_embeddings
+from ..errors import UserError
+from ..models import build_classifier, build_lm
+from ..models.heads import LanguageModel, TextClassifier
 
 log = logging.getLogger("ulmfit")
 
