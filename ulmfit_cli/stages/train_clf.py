@@ -45,13 +45,13 @@ def run(ctx: RunContext) -> dict:
     docs = {s: encode(numericalizer, getattr(data, f"{s}_texts"), cache) for s in SPLITS}
     ys = {s: label_ids(getattr(data, f"{s}_labels"), classes, multi) for s in SPLITS}
     check_enough_documents(len(docs["train"]), ctx.ranks.world_size)
-    n_groups = classifier_group_count(sized_like(cfg.model, src))
-    short = short_budget_warning(unfreeze_plan(cfg.unfreeze, n_groups, cfg.train.epochs), cfg.unfreeze)
+    plan = unfreeze_plan(cfg.unfreeze, classifier_group_count(sized_like(cfg.model, src)), cfg.train.epochs)
+    short = short_budget_warning(plan, cfg.unfreeze)
 
     results, probs, threshold = {}, {"valid": [], "test": []}, None
     for direction in directions:
         done = ctx.finished(direction) or train_direction(ctx, direction, sources[direction], numericalizer,
-                                                          docs, ys, classes)
+                                                          docs, ys, classes, plan)
         results[direction], threshold = done["result"], done["threshold"]
         for split in probs:
             probs[split].append(torch.as_tensor(done["probs"][split]).numpy())
@@ -70,7 +70,7 @@ def run(ctx: RunContext) -> dict:
 
 
 def train_direction(ctx: RunContext, direction: str, source: dict | None, numericalizer, docs: dict, ys: dict,
-                    classes: list[str]) -> dict:
+                    classes: list[str], plan: list[Phase]) -> dict:
     """Train, score and save one direction's classifier; returns its checkpoint payload."""
     cfg, t, ranks = ctx.cfg, ctx.cfg.train, ctx.ranks
     multi = bool(cfg.dataset.multi_label)
@@ -82,7 +82,7 @@ def train_direction(ctx: RunContext, direction: str, source: dict | None, numeri
     train = ClassifierBatches(docs["train"], ys["train"], t.bs, numericalizer.pad_id, t.bptt, seed=cfg.seed,
                               reverse=direction == "bwd", rank=ranks.rank, world_size=ranks.world_size)
     trainer = make_trainer(ctx, model, clf_step(ctx.device, multi), scorer.validation_scores(ys["valid"]), direction)
-    history = fit(ctx, trainer, train, unfreeze_plan(cfg.unfreeze, len(model.layer_groups()), t.epochs))
+    history = fit(ctx, trainer, train, plan)
     last_eval_is_current = bool(history) and history[-1]["step"] == trainer.state.global_step
     p = {"valid": scorer.proba("valid", reuse_last=last_eval_is_current), "test": scorer.proba("test")}
     result, threshold = split_scores(p["valid"], p["test"], ys, multi)
