@@ -50,6 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ulmfit_cli.fileutil import write_json  # atomic
+
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "scripts" / "vs_fastai_worker.py"
 TASKS = ("trec6", "agnews")
@@ -93,12 +95,6 @@ def read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def record_time(seed_dir: Path, step: str, seconds: float, resumed: bool) -> None:
