@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             return importlib.import_module("ulmfit_cli.commands.stage").run_stage(cmd, rest)
         if cmd in TOOLS:  # imported on demand: a tool loads only what it uses
             module = importlib.import_module(f"ulmfit_cli.commands.{TOOLS[cmd][0]}")
+            if hasattr(module, "USAGE") and any(a in ("-h", "--help") for a in rest):  # report, download: argparse
+                print(getattr(module, "HELP", module.USAGE))
+                return 0
             try:
                 return module.main(rest)
             except (OSError, RuntimeError) as e:

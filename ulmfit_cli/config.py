@@ -283,3 +283,13 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
     register()
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides)
+
+
+def argv_value(argv: list[str], key: str, default: str | None = None) -> str | None:
+    """The value of the last `key=value` on the command line (Hydra's override order)."""
+    return next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith(f"{key}=")), default)
+
+
+def is_multirun(argv: list[str]) -> bool:
+    """Whether a stage's command line asks Hydra for a sweep."""
+    return any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in argv)

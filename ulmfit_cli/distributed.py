@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import is_multirun
 from .errors import Interrupted, UserError
 from .fileutil import read_json
-from .runtime import resolve_device
+from .runtime import resolve_device, signal_handlers
 
 log = logging.getLogger("ulmfit")
 
@@ -201,7 +202,7 @@ def rewrite_argv(argv: list[str]) -> list[str]:
     (rank 0's directory is the run's; they learn it in `setup`)."""
     if not under_launcher():
         return argv
-    if any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in argv):
+    if is_multirun(argv):
         raise UserError(
             "A sweep (-m) cannot run under torchrun: every process would launch the whole sweep.",
             "Run the sweep with plain `ulmfit ... -m` and add distributed=ddp: each job then starts its own processes.",
@@ -327,25 +328,18 @@ def launch(cfg, subcommand: str, overrides: list[str], run_dir: Path) -> dict | 
         forwarded.append(signum)
         stop_workers(proc, signum)
 
-    old = {}
-    try:
-        for sig in (signal.SIGTERM,):
-            try:
-                old[sig] = signal.signal(sig, forward)
-            except ValueError:  # not the main thread
-                pass
-        rc = proc.wait()
-    finally:
-        # SystemExit from a requeueing launcher (submitit's SIGUSR2 handler), KeyboardInterrupt, ...:
-        # let the processes save and stop rather than orphaning them.
-        if proc.poll() is None:
-            stop_workers(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for sig, h in old.items():
-            signal.signal(sig, h)
+    with signal_handlers((signal.SIGTERM,), forward):
+        try:
+            rc = proc.wait()
+        finally:
+            # SystemExit from a requeueing launcher (submitit's SIGUSR2 handler), KeyboardInterrupt, ...:
+            # let the processes save and stop rather than orphaning them.
+            if proc.poll() is None:
+                stop_workers(proc, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
     summary = run_dir / "summary.json"
     if rc == 0 and summary.exists():
         return read_json(summary)

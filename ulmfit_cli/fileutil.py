@@ -1,13 +1,16 @@
-"""Files written whole or not at all, JSON, and a cross-process lock (no heavy imports)."""
+"""Files and folders written whole or not at all, JSON, and a cross-process lock (no heavy imports)."""
 from __future__ import annotations
 
 import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
+
+from .errors import UserError
 
 
 @contextlib.contextmanager
@@ -97,3 +100,26 @@ def write_json(path: Path, data: dict) -> None:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+@contextlib.contextmanager
+def dir_built_aside(out: Path, flag: str = "--out") -> Iterator[Path]:
+    """A new folder `out`, built in a temp folder beside it and renamed into place when the block
+    ends, so it is never seen half-written; if the block fails the temp folder is removed. An
+    existing non-empty `out` is refused: nothing is ever overwritten."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{flag} {out} already exists; nothing is overwritten.",
+                        f"Choose another {flag} directory, or leave {flag} out for a new one.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # as mkdir would make it (mkdtemp's is private)
+    try:
+        yield tmp
+        if out.is_dir():
+            out.rmdir()  # empty (checked above), so the rename can take its place
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

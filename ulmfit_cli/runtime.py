@@ -114,10 +114,6 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def env_threads() -> int:
-    return int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))
-
-
 @dataclass
 class StopFlag:
     """Set when the run is asked to stop (a signal); training loops finish their batch, save, stop."""
@@ -143,6 +139,13 @@ def stop_on_signals(flag: StopFlag, ddp: bool = False) -> Iterator[StopFlag]:
         log.warning("signal %d: finishing the current batch, then saving and exiting", signum)
         flag.requested = True
 
+    with signal_handlers(signals, handler):
+        yield flag
+
+
+@contextlib.contextmanager
+def signal_handlers(signals, handler) -> Iterator[None]:
+    """`handler` for each of `signals` inside the block, the previous handlers after it."""
     old = {}
     for sig in signals:
         try:
@@ -150,7 +153,7 @@ def stop_on_signals(flag: StopFlag, ddp: bool = False) -> Iterator[StopFlag]:
         except ValueError:  # not the main thread (e.g. some launchers)
             pass
     try:
-        yield flag
+        yield
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)

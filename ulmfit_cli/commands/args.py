@@ -27,3 +27,26 @@ def parse(schema, argv: list[str], usage: str):
         msg = str(e).splitlines()[0]
         raise UserError(f"Bad argument: {msg}.", usage) from None
     return cfg
+
+
+def flags_to_dotlist(argv: list[str], usage: str) -> list[str]:
+    """`--key value`, `--key=value` (dashes in key become _) and `key=value` -> key=value."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--"):
+            key, eq, val = a[2:].partition("=")
+            key = key.replace("-", "_")
+            if not eq:
+                if key == "verbose":
+                    val = "true"
+                elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                    i += 1
+                    val = argv[i]
+                else:
+                    raise UserError(f"{a} needs a value.", usage)
+            out.append(f"{key}={val}")
+        else:
+            out.append(a)
+        i += 1
+    return out

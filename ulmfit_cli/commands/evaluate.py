@@ -33,9 +33,6 @@ class EvaluateArgs:
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
     a = parse(EvaluateArgs, argv, USAGE)
     if a.split not in ("valid", "test", "train"):
         raise UserError(f"split={a.split} is not a split.", "Use split=test, valid or train.")

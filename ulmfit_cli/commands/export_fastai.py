@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,10 +22,10 @@ import torch
 
 from ..errors import UserError
 from ..models.fastai_compat import FastaiFormatError, to_fastai_lm
-from ..stages.model_io import load_model
+from ..stages.model_io import checkpoints_of, load_model
 from ..stages.sources import load_lm_checkpoint
-from .args import parse
-from .import_fastai import finish_output_dir, flags_to_dotlist, new_output_dir
+from ..fileutil import dir_built_aside
+from .args import flags_to_dotlist, parse
 
 USAGE = ("usage: ulmfit export-fastai run=<pretrain or finetune-lm run dir> [--out DIR] [direction=all|fwd|bwd]\n"
          "  (default --out: <run dir>/fastai-export)")
@@ -63,21 +62,11 @@ class ExportArgs:
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
     a = parse(ExportArgs, flags_to_dotlist(argv, USAGE), USAGE)
     run = Path(a.run)
-    if not run.is_dir():
-        raise UserError(f"run={a.run}: no such run directory.",
-                        "Pass a pretrain or finetune-lm run directory (outputs/<stage>/<time>).")
     if a.direction not in ("all", "fwd", "bwd"):
         raise UserError(f"direction={a.direction} is not one of all, fwd, bwd.", USAGE)
-    names = ["fwd", "bwd"] if a.direction == "all" else [a.direction]
-    found = [d for d in names if (run / "checkpoints" / f"{d}.pt").exists()]
-    if not found:
-        raise UserError(f"run={run} has no language-model checkpoint ({', '.join(f'checkpoints/{d}.pt' for d in names)}).",
-                        "Point run= at a finished pretrain or finetune-lm run directory.")
+    found = checkpoints_of(run, ["fwd", "bwd"] if a.direction == "all" else [a.direction], "lm")
     ckpts = {d: load_lm_checkpoint(run, d, "run") for d in found}
     out = Path(a.out) if a.out else run / "fastai-export"
     exported, configs = {}, {}
@@ -91,9 +80,8 @@ def main(argv: list[str]) -> int:
         exported[d] = (state, itos, ckpt["numericalizer"])
         configs[d] = sizes.fastai_config()
 
-    tmp = new_output_dir(out)
-    try:
-        # plain writes: the folder appears under its name only once complete (renamed)
+    # plain writes inside: the folder appears under its name only once complete
+    with dir_built_aside(out) as tmp:
         for d, (state, itos, numer) in exported.items():
             torch.save(state, tmp / f"lstm_{d}.pth")
             (tmp / f"itos_{d}.pkl").write_bytes(pickle.dumps(itos, protocol=4))
@@ -107,10 +95,6 @@ def main(argv: list[str]) -> int:
                      "SentencePiece; spm_<dir>.model is its model (fastai's SentencePieceTokenizer(sp_model=...))")
         (tmp / "README.txt").write_text(README.format(run=run.resolve(), specials=", ".join(first[1][:9]),
                                                       tokenizer=tokenizer))
-        finish_output_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for d, (state, itos, _) in exported.items():
         c = configs[d]
         print(f"{d}: {out / f'lstm_{d}.pth'} + {out / f'itos_{d}.pkl'} (vocab {len(itos)}, emb {c['emb_sz']}, "

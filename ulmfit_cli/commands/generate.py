@@ -24,7 +24,7 @@ from rich.text import Text
 from ..data.tokenizers import BOS_ID, EOS_ID, PAD_ID, UNK_ID, numericalizer_from_state
 from ..errors import UserError
 from ..fileutil import atomic_write_bytes
-from ..stages.model_io import load_model
+from ..stages.model_io import checkpoints_of, load_model
 from ..models.sampling import generate
 from ..runtime import resolve_device
 from ..stages.sources import load_lm_checkpoint
@@ -90,13 +90,7 @@ def newest_lm_run(outputs_root: str) -> Path:
 
 
 def load_lm(run: Path, direction: str | None) -> tuple[str, dict]:
-    if not run.is_dir():
-        raise UserError(f"run={run}: no such run directory.",
-                        "Pass the directory of a pretrain or finetune-lm run (outputs/<stage>/<time>).")
-    have = [d for d in ("fwd", "bwd") if (run / "checkpoints" / f"{d}.pt").exists()]
-    if not have:
-        raise UserError(f"run={run} has no language-model checkpoint (checkpoints/fwd.pt or checkpoints/bwd.pt).",
-                        "Point run= at a finished pretrain or finetune-lm run directory.")
+    have = checkpoints_of(run, ["fwd", "bwd"], "lm")
     if direction is None:
         direction = have[0]
     elif direction not in have:
@@ -148,9 +142,6 @@ def show(texts: list[str], prompt: str, direction: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
     # the prompt is free text: keep it out of the YAML-typed parser ("a: b", "[x]", "42" stay strings)
     prompts = [x.split("=", 1)[1] for x in argv if x.startswith("prompt=")]
     a = parse(GenerateArgs, [x for x in argv if not x.startswith("prompt=")], USAGE)

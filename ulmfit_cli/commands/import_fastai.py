@@ -10,10 +10,7 @@ the vocabulary with an unpickler that refuses every global (a list of str needs 
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,11 +25,12 @@ from ..config import compose
 from ..data.download import sha256_file
 from ..data.tokenizers import WordNumericalizer
 from ..errors import UserError
+from ..fileutil import dir_built_aside
 from ..stages.model_io import lm_payload, load_model
 from ..models.fastai_compat import (FastaiFormatError, LMSizes, check_itos, from_fastai_lm, reorder_rows,
                                     vocab_to_ulmfit)
 from ..reporting.metrics import write_summary
-from .args import parse
+from .args import flags_to_dotlist, parse
 
 USAGE = ("usage: ulmfit import-fastai --weights lstm_fwd.pth --vocab itos_wt103.pkl "
          "[--backward lstm_bwd.pth] [--out DIR] [--outputs-root outputs]\n"
@@ -62,29 +60,6 @@ class ImportArgs:
     out: Optional[str] = None
     outputs_root: str = "outputs"
     verbose: bool = False
-
-
-def flags_to_dotlist(argv: list[str], usage: str) -> list[str]:
-    """`--key value`, `--key=value` (dashes in key become _) and `key=value` -> key=value."""
-    out, i = [], 0
-    while i < len(argv):
-        a = argv[i]
-        if a.startswith("--"):
-            key, eq, val = a[2:].partition("=")
-            key = key.replace("-", "_")
-            if not eq:
-                if key == "verbose":
-                    val = "true"
-                elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                    i += 1
-                    val = argv[i]
-                else:
-                    raise UserError(f"{a} needs a value.", usage)
-            out.append(f"{key}={val}")
-        else:
-            out.append(a)
-        i += 1
-    return out
 
 
 class _NoGlobals(pickle.Unpickler):
@@ -133,26 +108,6 @@ def read_fastai_lm(path: Path, flag: str) -> tuple[dict, LMSizes, list[str]]:
         return from_fastai_lm(obj)
     except FastaiFormatError as e:
         raise UserError(f"{flag} {path} is not a fastai AWD_LSTM language model: {e}.", fix) from None
-
-
-def new_output_dir(out: Path, flag: str = "--out") -> Path:
-    """Refuse an existing non-empty directory (nothing is ever overwritten); return a sibling
-    temp dir to build in, renamed to `out` once complete."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{flag} {out} already exists; nothing is overwritten.",
-                        f"Choose another {flag} directory, or leave {flag} out for a new one.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # as mkdir would make it (mkdtemp's is private)
-    return tmp
-
-
-def finish_output_dir(tmp: Path, out: Path) -> None:
-    if out.is_dir():
-        out.rmdir()  # empty (checked before), so rename can take its place
-    os.replace(tmp, out)
 
 
 def read_models(a: ImportArgs) -> tuple[list[str], dict, dict]:
@@ -212,16 +167,9 @@ def write_run(tmp: Path, out: Path, a: ImportArgs, itos: list[str], lms: dict, f
 
 
 def import_into(out: Path, a: ImportArgs, itos: list[str], lms: dict, files: dict, t0: float) -> dict:
-    """The pretrain run dir `out`, built in a temp dir beside it and renamed into place, so it is
-    never seen half-written; returns its summary."""
-    tmp = new_output_dir(out)
-    try:
-        summary = write_run(tmp, out, a, itos, lms, files, t0)
-        finish_output_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return summary
+    """The pretrain run dir `out`, never seen half-written; returns its summary."""
+    with dir_built_aside(out) as tmp:
+        return write_run(tmp, out, a, itos, lms, files, t0)
 
 
 def report(out: Path, a: ImportArgs, summary: dict, pretrained: str | None = None) -> None:
@@ -242,9 +190,6 @@ def report(out: Path, a: ImportArgs, summary: dict, pretrained: str | None = Non
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(HELP)
-        return 0
     a = parse(ImportArgs, flags_to_dotlist(argv, USAGE), USAGE)
     t0 = time.time()
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..config import compose
+from ..config import argv_value, compose
 from ..errors import UserError
 from ..fileutil import read_json
 
@@ -56,13 +56,6 @@ def split_overrides(argv: list[str]) -> tuple[dict[str, list[str]], set[str]]:
     return per_stage, skip
 
 
-def outputs_root(overrides: list[str]) -> Path:
-    for a in overrides:
-        if a.startswith("outputs_root="):
-            return Path(a.split("=", 1)[1])
-    return Path("outputs")
-
-
 def pretrain_corpus(finetune_overrides: list[str]) -> str:
     """The target dataset's `pretrain_corpus` (e.g. trec6 -> wikitext103, sample -> sample)."""
     overrides = [o for o in finetune_overrides if not o.startswith(("hydra.", "hydra/"))]
@@ -70,9 +63,6 @@ def pretrain_corpus(finetune_overrides: list[str]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(HELP)
-        return 0
     per_stage, skip = split_overrides(argv)
     if "pretrain" not in skip and any(o.split("=", 1)[0].lstrip("+") == "pretrained" for o in per_stage["finetune-lm"]):
         print("pretrained= names where finetune-lm starts, so pretrain is skipped (as with skip=pretrain).")
@@ -89,7 +79,7 @@ def main(argv: list[str]) -> int:
         if stage in skip:
             continue
         overrides = list(per_stage[stage])
-        run_dir = outputs_root(overrides) / stage / stamp
+        run_dir = Path(argv_value(overrides, "outputs_root", "outputs")) / stage / stamp
         if previous is not None:
             overrides.append(f"{HANDOFF_KEY[stage]}={previous}")
         cmd = [sys.executable, "-m", "ulmfit_cli", stage, *overrides, f"hydra.run.dir={run_dir}"]

@@ -16,7 +16,7 @@ from ..fileutil import atomic_write_bytes
 from ..data.tokenizers import numericalizer_from_state
 from ..errors import UserError
 from ..runtime import resolve_device
-from ..stages.model_io import load_model
+from ..stages.model_io import checkpoints_of, load_model
 from ..stages.clf import predict_proba
 from .args import parse
 
@@ -68,12 +68,8 @@ def read_texts(path: str, text_col: str) -> list[str]:
 
 
 def load_classifiers(run: Path, direction: str, device):
-    names = ["fwd", "bwd"] if direction == "all" else [direction]
-    found = [n for n in names if (run / "checkpoints" / f"{n}.pt").exists()]
-    if not found:
-        raise UserError(f"run={run} has no classifier checkpoint ({', '.join(n + '.pt' for n in names)}).",
-                        "Point run= at a finished train-clf run directory.")
-    return [(n, load_checkpoint(run / "checkpoints" / f"{n}.pt")) for n in found]
+    names = checkpoints_of(run, ["fwd", "bwd"] if direction == "all" else [direction], "clf")
+    return [(n, load_checkpoint(run / "checkpoints" / f"{n}.pt")) for n in names]
 
 
 def run_threshold(run: Path, ckpts) -> float:
@@ -100,9 +96,6 @@ def ensemble_proba(ckpts, texts: list[str], bs: int, device) -> np.ndarray:
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
     a = parse(PredictArgs, argv, USAGE)
     fmt = a.format or ("jsonl" if str(a.output).endswith(".jsonl") else "csv")
     if a.output != "-" and Path(a.output).exists() and not a.overwrite:

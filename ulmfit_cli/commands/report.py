@@ -24,7 +24,7 @@ from ..reporting import plots
 from ..reporting.paper import paper_report
 from ..reporting.sweep import collect_runs
 
-USAGE = "ulmfit report DIR [DIR ...] [--out DIR] [--metric NAME] [--paper]"
+SYNOPSIS = "ulmfit report DIR [DIR ...] [--out DIR] [--metric NAME] [--paper]"
 DEFAULT_METRICS = ["ensemble.val_error", "fwd.val_error", "bwd.val_error",
                    "fwd.val_perplexity", "bwd.val_perplexity", "fwd.val_loss", "bwd.val_loss"]
 # Shown in the terminal / markdown table (report.csv has every metric).
@@ -32,7 +32,7 @@ SHOWN = ("val_error", "test_error", "val_perplexity", "val_loss")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ulmfit report", usage=USAGE, description=(
+    p = argparse.ArgumentParser(prog="ulmfit report", usage=SYNOPSIS, description=(
         "One table (and plots) for run dirs, a multirun sweep dir, or a folder of run dirs."))
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run dir, sweep dir (outputs/multirun/<stage>/<time>) or folder of runs")
     p.add_argument("--out", metavar="DIR", help="where report.csv, report.md and the PNGs go (default: <first DIR>/report)")
@@ -133,29 +133,21 @@ def best_run(df: pd.DataFrame, metric: str | None):
 
 
 def make_plots(df: pd.DataFrame, out: Path, metric: str | None) -> list[Path]:
-    made: list[Path] = []
     runs = [(str(r["run"]), Path(r["run_dir"])) for _, r in df.iterrows()]
     keys = df.attrs.get("keys", [])
     curves = out / "curves"
     curves.mkdir(exist_ok=True)
+    made = []
     for _, r in df.iterrows():
         label = ", ".join(f"{k}={r[k]}" for k in keys if isinstance(r[k], str)) or str(r["overrides"])[:120]
-        p = plots.plot_curves(Path(r["run_dir"]), f"run {r['run']} ({r['status']}): {label}",
-                              curves / f"{plots.safe_name(r['run'])}.png")
-        if p:
-            made.append(p)
+        made.append(plots.plot_curves(Path(r["run_dir"]), f"run {r['run']} ({r['status']}): {label}",
+                                      curves / f"{plots.safe_name(r['run'])}.png"))
     if len(runs) > 1:
-        p = plots.plot_valid_overlay(runs, out / "valid_loss.png")
-        if p:
-            made.append(p)
+        made.append(plots.plot_valid_overlay(runs, out / "valid_loss.png"))
     if metric:
-        p = plots.plot_sweep(df, metric, keys, out / f"sweep_{plots.safe_name(metric)}.png")
-        if p:
-            made.append(p)
-    p = plots.plot_lr(runs, out / "lr_schedule.png")
-    if p:
-        made.append(p)
-    return made
+        made.append(plots.plot_sweep(df, metric, keys, out / f"sweep_{plots.safe_name(metric)}.png"))
+    made.append(plots.plot_lr(runs, out / "lr_schedule.png"))
+    return [p for p in made if p]  # None: nothing to plot
 
 
 def load_runs(dirs: list[Path]) -> pd.DataFrame:

@@ -44,15 +44,12 @@ def log_to_files(message: str) -> None:
 
 def refuse_existing_run_dir(argv: list[str]) -> None:
     """Hydra writes .hydra/ into the run dir before the job starts: check before it does."""
-    resuming = any(a.startswith("resume=") and a != "resume=null" for a in argv)
-    for a in argv:
-        if a.startswith("hydra.run.dir="):
-            d = Path(a.split("=", 1)[1])
-            if has_outputs(d) and not resuming:
-                raise UserError(
-                    f"hydra.run.dir={d} already holds the outputs of an earlier run; ulmfit never overwrites them.",
-                    "Pick a new directory (or leave hydra.run.dir unset), or continue it with resume=<that dir>.",
-                )
+    d = config.argv_value(argv, "hydra.run.dir")
+    if d and has_outputs(Path(d)) and config.argv_value(argv, "resume", "null") == "null":
+        raise UserError(
+            f"hydra.run.dir={d} already holds the outputs of an earlier run; ulmfit never overwrites them.",
+            "Pick a new directory (or leave hydra.run.dir unset), or continue it with resume=<that dir>.",
+        )
 
 
 MIN_FREE_BYTES = 1 << 16  # what Hydra writes before the job starts (.hydra/, train.log), with room to spare
@@ -84,17 +81,17 @@ def check_outputs_writable(argv: list[str], subcommand: str) -> None:
 
 def expand_resume(subcommand: str, argv: list[str]) -> list[str]:
     """`resume=<run dir>|auto`: re-run with that run's own overrides, in that run's directory."""
-    value = next((a.split("=", 1)[1] for a in argv if a.startswith("resume=")), None)
+    value = config.argv_value(argv, "resume")
     if value in (None, "null", "None", ""):
         return argv
-    if any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in argv):
+    if config.is_multirun(argv):
         if value == "auto":  # left to each job: it continues its own job dir when re-run (a requeued SLURM job)
             return argv
         raise UserError(f"resume={value} continues one run; it cannot be combined with -m.",
                         "In a sweep use resume=auto: a job that is re-run (e.g. requeued by SLURM) then continues "
                         "from its own directory's checkpoints.")
     if value == "auto":
-        root = Path(next((a.split("=", 1)[1] for a in argv if a.startswith("outputs_root=")), "outputs")) / subcommand
+        root = Path(config.argv_value(argv, "outputs_root", "outputs")) / subcommand
         unfinished = [p for p in root.glob("*") if (p / "checkpoints" / "last").is_dir() and not (p / "summary.json").exists()]
         if not unfinished:
             raise UserError(f"resume=auto found no unfinished `{subcommand}` run with saved progress under {root}.",

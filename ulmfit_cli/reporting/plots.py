@@ -80,10 +80,7 @@ def plot_curves(run_dir: Path, title: str, path: Path) -> Path | None:
             ax.legend(fontsize=8)
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_valid_overlay(runs: list[tuple[str, Path]], path: Path, max_runs: int = 40) -> Path | None:
@@ -108,10 +105,7 @@ def plot_valid_overlay(runs: list[tuple[str, Path]], path: Path, max_runs: int =
     ax.grid(alpha=0.3)
     if drawn <= 12:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 # -- metric against each swept knob ----------------------------------------------------------------
@@ -148,10 +142,7 @@ def plot_sweep(df: pd.DataFrame, metric: str, keys: list[str], path: Path) -> Pa
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{metric} against each swept setting ({len(ok)} finished runs)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 # -- the learning-rate schedule ----------------------------------------------------------------------
@@ -249,6 +240,10 @@ def plot_lr(runs: list[tuple[str, Path]], path: Path, max_curves: int = 12) -> P
     ax.grid(alpha=0.3)
     if len(curves) <= 6:
         ax.legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

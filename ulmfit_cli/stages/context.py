@@ -5,7 +5,7 @@ and precision, this process's place among data-parallel ranks, the run directory
 outputs (metrics.csv, checkpoints, summary.json), the progress display and the stop flag that
 signals set. Under data-parallel training every rank has a context on rank 0's directory (to
 read checkpoints from), but only rank 0 writes: metrics, checkpoints and summary.json are
-no-ops elsewhere. Rank 0's metrics also go to the trackers `logger=` selects (reporting/trackers/),
+skipped elsewhere. Rank 0's metrics also go to the trackers `logger=` selects (reporting/trackers/),
 opened with the context and closed when it is left (`with RunContext.open(...) as ctx:`).
 """
 from __future__ import annotations
@@ -34,25 +34,6 @@ def has_outputs(path: Path) -> bool:
     return (path / "summary.json").exists() or (path / "checkpoints").exists() or (path / "metrics.csv").exists()
 
 
-class NoMetrics:
-    """metrics.csv of a data-parallel rank > 0: rank 0 writes the (already reduced) rows."""
-
-    def __call__(self, row: dict) -> None:
-        pass
-
-    def rows(self) -> int:
-        return 0
-
-    def truncate(self, n_rows: int) -> None:
-        pass
-
-    def finish(self, summary: dict, files: list) -> None:
-        pass
-
-    def close(self, exc: BaseException | None = None) -> None:
-        pass
-
-
 @dataclass
 class RunContext:
     cfg: DictConfig
@@ -60,7 +41,7 @@ class RunContext:
     device: torch.device
     precision: str
     ranks: Ranks
-    metrics: TrackedMetrics | NoMetrics
+    metrics: TrackedMetrics | None  # rank 0's; other ranks write nothing
     progress: object | None
     stop: StopFlag = field(default_factory=StopFlag)
     t0: float = field(default_factory=time.time)
@@ -81,7 +62,7 @@ class RunContext:
         device = ranks.device if ranks.enabled else resolve_device(cfg.device)
         precision = check_precision(cfg.precision, device)
         check_lstm_kernel(cfg.model.lstm_kernel)
-        metrics = NoMetrics()
+        metrics = None
         if writes:
             trackers = open_trackers(cfg, run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +78,8 @@ class RunContext:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         """Close the trackers' runs: finished, killed (a signal) or failed, as the run ended."""
-        self.metrics.close(exc)
+        if self.metrics is not None:
+            self.metrics.close(exc)
 
     @property
     def writes(self) -> bool:
@@ -174,7 +156,8 @@ class RunContext:
         if not found:
             return None
         state = load_checkpoint(found[-1])
-        self.metrics.truncate(state["metrics_rows"])
+        if self.writes:
+            self.metrics.truncate(state["metrics_rows"])
         log.info("resuming %s from %s (epoch %d, step %d)", direction, found[-1].name,
                  state["trainer"]["loop"]["epoch"], state["trainer"]["loop"]["global_step"])
         return state["trainer"]

@@ -11,9 +11,8 @@ from omegaconf import OmegaConf
 from ..data import load_dataset
 from ..data.token_cache import token_cache_dir
 from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
-from .model_io import lm_from
 from .context import RunContext
-from .lm import encode, train_lm
+from .lm import encode, train_lms
 from .sources import find_source_run, load_lm_checkpoint
 
 
@@ -39,11 +38,5 @@ def run(ctx: RunContext) -> dict:
     numericalizer = target_numericalizer(cfg, lm_texts, sources[directions[0]])
     cache = token_cache_dir(cfg)
     train_docs, valid_docs = encode(numericalizer, lm_texts, cache), encode(numericalizer, data.valid_texts, cache)
-    results = {}
-    for direction in directions:
-        if (done := ctx.finished(direction)) is not None:
-            results[direction] = done["result"]
-            continue
-        model = lm_from(cfg.model, numericalizer, sources[direction])
-        results[direction] = train_lm(ctx, model, numericalizer, train_docs, valid_docs, direction)
+    results = train_lms(ctx, sources, numericalizer, train_docs, valid_docs)
     return ctx.finish(results, started_from=source_dir, dataset=data.name, warnings=data.warnings)

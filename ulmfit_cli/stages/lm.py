@@ -9,7 +9,7 @@ import torch
 
 from ..data.batching import LMStream
 from ..data.token_cache import cached_encode
-from .model_io import lm_payload
+from .model_io import lm_from, lm_payload
 from ..models.heads import LanguageModel
 from ..training.loop import StepOut
 from ..training.param_groups import unfreeze_plan
@@ -64,6 +64,19 @@ def lm_eval(stream: LMStream, device: torch.device, reduce=None):
 def encode(numericalizer, texts: list[str], cache_dir=None) -> list[np.ndarray]:
     """Token ids per text; cached on disk under `cache_dir` (see data/token_cache.py) unless None."""
     return cached_encode(numericalizer, texts, cache_dir, workers=2 if len(texts) > 20000 else 1)
+
+
+def train_lms(ctx: RunContext, sources: dict, numericalizer, train_docs, valid_docs) -> dict:
+    """Each direction's LM, new or from its source checkpoint (None: from scratch), trained and saved;
+    a direction that a resumed run had finished is not trained again. Returns the results per direction."""
+    results = {}
+    for direction, source in sources.items():
+        if (done := ctx.finished(direction)) is not None:
+            results[direction] = done["result"]
+            continue
+        model = lm_from(ctx.cfg.model, numericalizer, source)
+        results[direction] = train_lm(ctx, model, numericalizer, train_docs, valid_docs, direction)
+    return results
 
 
 def train_lm(ctx: RunContext, model: LanguageModel, numericalizer, train_docs, valid_docs, direction: str) -> dict:

@@ -12,6 +12,7 @@ with the sizes the weights fix, and the numericalizer, so a checkpoint alone reb
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -74,7 +75,21 @@ def sized_like(model_cfg, source: dict | None) -> DictConfig:
     return OmegaConf.merge(model_cfg, {k: source["model_config"][k] for k in MODEL_SIZE_KEYS})
 
 
-KIND_NAMES = {"lm": ("a language model", "a pretrain or finetune-lm"), "clf": ("a classifier", "a train-clf")}
+KIND_NAMES = {"lm": ("language model", "pretrain or finetune-lm"), "clf": ("classifier", "train-clf")}
+
+
+def checkpoints_of(run: Path, names: list[str], kind: str) -> list[str]:
+    """The directions among `names` whose final `kind` ("lm" or "clf") checkpoint the run dir holds;
+    a clear error when it holds none."""
+    what, where = KIND_NAMES[kind]
+    if not run.is_dir():
+        raise UserError(f"run={run}: no such run directory.", f"Pass a {where} run directory (outputs/<stage>/<time>).")
+    found = [n for n in names if (run / "checkpoints" / f"{n}.pt").exists()]
+    if not found:
+        raise UserError(f"run={run} has no {what.replace(' ', '-')} checkpoint "
+                        f"({', '.join(f'checkpoints/{n}.pt' for n in names)}).",
+                        f"Point run= at a finished {where} run directory.")
+    return found
 
 
 def load_model(ckpt: dict, device: torch.device | str = "cpu", expect: str | None = None) -> LanguageModel | TextClassifier:
@@ -82,9 +97,9 @@ def load_model(ckpt: dict, device: torch.device | str = "cpu", expect: str | Non
     `expect` ("lm" or "clf"): refuse a checkpoint of the other kind with a clear error."""
     kind = ckpt.get("kind")
     if kind not in KIND_NAMES or (expect and kind != expect):
-        what, where = KIND_NAMES[expect] if expect else ("a language model or classifier", "a training")
-        raise UserError(f"That run holds a {ckpt.get('stage', '?')} checkpoint ({kind}), not {what}.",
-                        f"Point run= at {where} run directory.")
+        what, where = KIND_NAMES[expect] if expect else ("language model or classifier", "training")
+        raise UserError(f"That run holds a {ckpt.get('stage', '?')} checkpoint ({kind}), not a {what}.",
+                        f"Point run= at a {where} run directory.")
     # over the schema's defaults: a checkpoint written before a model key existed still loads
     model_cfg = OmegaConf.merge(OmegaConf.to_container(OmegaConf.structured(ModelConfig)), ckpt["model_config"])
     vocab = len(ckpt["numericalizer"]["itos"])

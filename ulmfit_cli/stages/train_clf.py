@@ -86,10 +86,10 @@ def train_direction(ctx: RunContext, direction: str, source: dict | None, numeri
     last_eval_is_current = bool(history) and history[-1]["step"] == trainer.state.global_step
     p = {"valid": scorer.proba("valid", reuse_last=last_eval_is_current), "test": scorer.proba("test")}
     result, threshold = split_scores(p["valid"], p["test"], ys, multi)
-    ctx.metrics({"direction": direction, "epoch": trainer.state.epoch, "step": trainer.state.global_step,
-                 "split": "test", "loss": result["test_loss"], "accuracy": result["test_accuracy"],
-                 **({"f1_micro": result["test_f1_micro"], "f1_macro": result["test_f1_macro"]} if multi else {}),
-                 "elapsed_s": round(trainer.elapsed(), 3)})
+    ctx.log_row(direction)({"epoch": trainer.state.epoch, "step": trainer.state.global_step, "split": "test",
+                            "loss": result["test_loss"], "accuracy": result["test_accuracy"],
+                            **({"f1_micro": result["test_f1_micro"], "f1_macro": result["test_f1_macro"]} if multi else {}),
+                            "elapsed_s": round(trainer.elapsed(), 3)})
     payload = clf_payload(model, numericalizer, sized_like(cfg.model, source), direction, classes=classes,
                           multi_label=multi, threshold=threshold, result=result, probs=p)
     ctx.save(direction, payload)
