@@ -138,6 +138,24 @@ def test_train_clf_on_parquet_and_predict_a_parquet_input(tmp_path):
     assert set(preds["label"]) <= {"neg", "pos"} and list(preds.columns[-2:]) == ["p_neg", "p_pos"]
 
 
+def test_predict_reads_text_tables_like_the_dataset_readers(tmp_path):
+    """predict's input goes through the dataset readers: CSV quoting, TSV, gzip, JSONL and a BOM."""
+    from ulmfit_cli.commands.predict import read_texts
+
+    (tmp_path / "in.csv").write_text('\ufeffid,review\n1,"a, quoted ""text"""\n2,NA\n', encoding="utf-8")
+    assert read_texts(str(tmp_path / "in.csv"), "review") == ['a, quoted "text"', "NA"]
+    with gzip.open(tmp_path / "in.tsv.gz", "wt", encoding="utf-8") as f:
+        f.write("review\tid\nfirst one\t1\nsecond\t2\n")
+    assert read_texts(str(tmp_path / "in.tsv.gz"), "review") == ["first one", "second"]
+    (tmp_path / "in.jsonl").write_text('{"review": "x y"}\n\n{"review": null}\n', encoding="utf-8")
+    assert read_texts(str(tmp_path / "in.jsonl"), "review") == ["x y", ""]
+    (tmp_path / "in.txt").write_text("one, two\nthree\n", encoding="utf-8")
+    assert read_texts(str(tmp_path / "in.txt"), "review") == ["one, two", "three"]
+    with pytest.raises(UserError) as err:
+        read_texts(str(tmp_path / "in.csv"), "text")
+    assert "has no column 'text'" in str(err.value) and "text_col=" in str(err.value)
+
+
 def test_predict_parquet_input_without_the_text_column(tmp_path):
     pytest.importorskip("pyarrow")
     import pandas as pd
@@ -148,7 +166,7 @@ def test_predict_parquet_input_without_the_text_column(tmp_path):
     assert read_texts(str(tmp_path / "texts.parquet"), "review") == ["a", ""]
     with pytest.raises(UserError) as err:
         read_texts(str(tmp_path / "texts.parquet"), "text")
-    assert "has no column 'text' (columns: id, review)" in str(err.value) and "text_col=" in str(err.value)
+    assert "has no column 'text'; its columns are ['id', 'review']" in str(err.value) and "text_col=" in str(err.value)
 
 
 # --------------------------------------------------------------------------- Hugging Face datasets

@@ -89,9 +89,8 @@ def main(argv: list[str]) -> int:
                 (tmp / f"spm_{d}.model").write_bytes(numer["model_proto"])
         (tmp / "fastai_config.json").write_text(json.dumps(configs, indent=2) + "\n")
         first = next(iter(exported.values()))
-        kind = first[2].get("kind")
         tokenizer = ("ulmfit's word tokenizer (fastai's rules: xxbos, xxmaj, xxup, xxrep, xxwrep; a regex "
-                     "word splitter close to spaCy's)" if kind == "word" else
+                     "word splitter close to spaCy's)" if first[2].get("kind") == "word" else
                      "SentencePiece; spm_<dir>.model is its model (fastai's SentencePieceTokenizer(sp_model=...))")
         (tmp / "README.txt").write_text(README.format(run=run.resolve(), specials=", ".join(first[1][:9]),
                                                       tokenizer=tokenizer))

@@ -129,15 +129,12 @@ def show(texts: list[str], prompt: str, direction: str) -> None:
     for i, text in enumerate(texts):
         if len(texts) > 1:
             console.print(Text(f"-- sample {i} --", style="dim"))
-        line = Text()
         if prompt and direction == "fwd" and text.startswith(prompt):
-            line.append(prompt, style="bold")
-            line.append(text[len(prompt):])
+            line = Text.assemble((prompt, "bold"), text[len(prompt):])
         elif prompt and direction == "bwd" and text.endswith(prompt):
-            line.append(text[: len(text) - len(prompt)])
-            line.append(prompt, style="bold")
+            line = Text.assemble(text[: len(text) - len(prompt)], (prompt, "bold"))
         else:
-            line.append(text)
+            line = Text(text)
         console.print(line)
 
 

@@ -116,12 +116,12 @@ def read_models(a: ImportArgs) -> tuple[list[str], dict, dict]:
     files = {"fwd": Path(a.weights)}
     if a.backward:
         files["bwd"] = Path(a.backward)
-    lms = {d: read_fastai_lm(p, "--weights" if d == "fwd" else "--backward") for d, p in files.items()}
+    flags = {"fwd": "--weights", "bwd": "--backward"}
+    lms = {d: read_fastai_lm(p, flags[d]) for d, p in files.items()}
     sizes = lms["fwd"][1]
     for d, (_, s, _) in lms.items():
-        flag = "--weights" if d == "fwd" else "--backward"
         if s.vocab_size != len(itos):
-            raise UserError(f"{flag} {files[d]} has {s.vocab_size} embedding rows but --vocab {a.vocab} has "
+            raise UserError(f"{flags[d]} {files[d]} has {s.vocab_size} embedding rows but --vocab {a.vocab} has "
                             f"{len(itos)} tokens: they are not the same model's.",
                             "Pass the vocabulary the weights were trained with (for fastai's WT103 models: itos_wt103.pkl).")
         if s.model_config() != sizes.model_config():

@@ -46,25 +46,11 @@ def read_texts(path: str, text_col: str) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"input={path}: no such file.",
-                        "Give a .txt (one text per line), .csv, .jsonl or .parquet file, or - for stdin.")
-    if p.suffix == ".parquet":
-        from ..data.readers import open_parquet  # here: the readers import pandas, other inputs need not
+                        "Give a .txt (one text per line), .csv, .tsv, .jsonl or .parquet file, or - for stdin.")
+    from ..data.readers import read_column  # here: the readers import pandas, a .txt or stdin need not
 
-        columns, column = open_parquet(p)
-        if text_col not in columns:
-            raise UserError(f"input={path} has no column '{text_col}' (columns: {', '.join(columns)}).",
-                            "Set text_col=<column>.")
-        return ["" if t is None else str(t) for t in column(text_col)]
-    raw = p.read_text(encoding="utf-8", errors="replace")
-    if p.suffix == ".csv":
-        rows = list(csv.DictReader(io.StringIO(raw)))
-        if rows and text_col not in rows[0]:
-            raise UserError(f"input={path} has no column '{text_col}' (columns: {', '.join(rows[0])}).",
-                            "Set text_col=<column>.")
-        return [r[text_col] for r in rows]
-    if p.suffix == ".jsonl":
-        return [json.loads(line)[text_col] for line in raw.splitlines() if line.strip()]
-    return raw.splitlines()
+    texts = read_column(p, text_col, "text_col")
+    return texts if texts is not None else p.read_text(encoding="utf-8", errors="replace").splitlines()
 
 
 def load_classifiers(run: Path, direction: str, device):

@@ -151,11 +151,7 @@ def make_plots(df: pd.DataFrame, out: Path, metric: str | None) -> list[Path]:
 
 
 def load_runs(dirs: list[Path]) -> pd.DataFrame:
-    for d in dirs:
-        if not d.is_dir():
-            raise UserError(f"{d}: no such directory.",
-                            "Pass a run dir, a sweep dir (outputs/multirun/<stage>/<time>) or a folder of run dirs.")
-    df = collect_runs(dirs)
+    df = collect_runs(dirs)  # a path that does not exist is a UserError there
     if df.empty:
         raise UserError(f"No run directories under {', '.join(map(str, dirs))} (none holds summary.json, "
                         "metrics.csv, config.yaml or .hydra/overrides.yaml).",

@@ -62,21 +62,19 @@ def check_outputs_writable(argv: list[str], subcommand: str) -> None:
     for a in given or ["outputs_root=outputs"]:
         key, value = a.split("=", 1)
         p = Path(value) / subcommand if key == "outputs_root" else Path(value)  # where the run dir goes
-        for parent in [p, *p.parents]:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise UserError(f"{key}={value}: {parent} is a file, so no run directory can be made under it.",
-                                    f"Point {key}= at a directory (or a path that does not exist yet).")
-                if not os.access(parent, os.W_OK | os.X_OK):
-                    raise UserError(f"{key}={value}: {parent.resolve()} is read-only (or not ours), so no run "
-                                    "directory can be made in it; earlier runs there are left as they are.",
-                                    f"Point {key}= at a writable directory, or make that one writable.")
-                free = shutil.disk_usage(parent).free
-                if free < MIN_FREE_BYTES:
-                    raise UserError(f"No space left on the device holding {key}={value} ({free} bytes free in "
-                                    f"{parent.resolve()}); not even the run directory could be written.",
-                                    "Free some space or set outputs_root= to another disk.")
-                break
+        parent = next(q for q in [p, *p.parents] if q.exists())  # "." or "/" at the latest
+        if not parent.is_dir():
+            raise UserError(f"{key}={value}: {parent} is a file, so no run directory can be made under it.",
+                            f"Point {key}= at a directory (or a path that does not exist yet).")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UserError(f"{key}={value}: {parent.resolve()} is read-only (or not ours), so no run "
+                            "directory can be made in it; earlier runs there are left as they are.",
+                            f"Point {key}= at a writable directory, or make that one writable.")
+        free = shutil.disk_usage(parent).free
+        if free < MIN_FREE_BYTES:
+            raise UserError(f"No space left on the device holding {key}={value} ({free} bytes free in "
+                            f"{parent.resolve()}); not even the run directory could be written.",
+                            "Free some space or set outputs_root= to another disk.")
 
 
 def expand_resume(subcommand: str, argv: list[str]) -> list[str]:

@@ -499,6 +499,19 @@ def _table_columns(path: Path, fmt: str, warnings: list[str]) -> tuple[list, Cal
     return list(frame.columns), lambda col: frame[col].tolist()
 
 
+def read_column(path: Path, column: str, key: str) -> list[str] | None:
+    """One column of a .csv/.tsv/.jsonl/.parquet file (the text ones may be .gz) as text, nulls as "";
+    None for a file of another format. `key` is the setting that names the column, for the error."""
+    name = path.name.lower()
+    fmt = _TABLE_FORMATS.get(Path(name[:-3] if name.endswith(".gz") else name).suffix)
+    if fmt is None:
+        return None
+    present, get_col = _table_columns(path, fmt, [])
+    if column not in present:
+        raise _missing_column(path, column, present, key, present[0] if present else "...")
+    return ["" if v is None else str(v) for v in get_col(column)]
+
+
 def _columns_split(source: str, present: list, get_col: Callable[[str], list], cfg: Any,
                    labelled: bool = True) -> _Split:
     """Join `dataset.text_cols` into one text per row; labels from `dataset.label_col` if `labelled`."""

@@ -27,7 +27,7 @@ from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 
 from ..errors import UserError
-from ..fileutil import file_lock
+from ..fileutil import atomic_write_bytes, file_lock
 
 log = logging.getLogger("ulmfit")
 
@@ -267,16 +267,10 @@ def collect_runs(dirs: Iterable[Path | str], finished: bool = False) -> pd.DataF
     keys: list[str] = []
     for s in sorted(sweeps):
         keys += [k for k in swept_keys(s) if k not in keys]
-    values: dict[str, set] = {}
-    order: list[str] = []
     for r in rows:
         r["override_map"] = dict(split_override(o) for o in r["overrides_list"])
-        for k in r["override_map"]:
-            if k not in order:
-                order.append(k)
-    for k in order:
-        values[k] = {r["override_map"].get(k) for r in rows}
-    keys += [k for k in order if len(values[k]) > 1 and k not in keys]
+    order = list(dict.fromkeys(k for r in rows for k in r["override_map"]))
+    keys += [k for k in order if len({r["override_map"].get(k) for r in rows}) > 1 and k not in keys]
     keys = [k for k in keys if k not in ("dataset", "tag")]  # their own columns, filled for every run
 
     metrics = sorted({m for r in rows for m in r["metrics"]}, key=metric_sort_key)
@@ -331,10 +325,8 @@ def write_sweep_csv(sweep_dir: Path | str, finished: bool = False) -> Path:
     sweep_dir = Path(sweep_dir)
     path = sweep_dir / SWEEP_CSV
     with file_lock(sweep_dir / ".sweep.csv.lock"):  # jobs of a parallel launcher end at the same time
-        table = sweep_table(collect_runs([sweep_dir], finished=finished), sweep_dir)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        text = sweep_table(collect_runs([sweep_dir], finished=finished), sweep_dir).to_csv(index=False).encode()
+        atomic_write_bytes(path, lambda f: f.write(text))
     return path
 
 

@@ -13,7 +13,7 @@ from ..data.token_cache import token_cache_dir
 from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
 from .context import RunContext
 from .lm import encode, train_lms
-from .sources import find_source_run, load_lm_checkpoint
+from .sources import source_lms
 
 
 def target_numericalizer(cfg, texts, source):
@@ -30,9 +30,7 @@ def target_numericalizer(cfg, texts, source):
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     directions = list(cfg.bidirectional.directions)
-    source_dir = find_source_run(cfg.pretrained, cfg.stage, cfg.outputs_root, directions, "pretrained",
-                                 cfg.data_root)
-    sources = {d: load_lm_checkpoint(source_dir, d, "pretrained") if source_dir else None for d in directions}
+    source_dir, sources = source_lms(cfg, "pretrained")
     data = load_dataset(cfg.dataset, cfg.data_root)
     lm_texts = data.train_texts + data.lm_extra + (data.test_texts if cfg.dataset.use_test_for_lm else [])
     numericalizer = target_numericalizer(cfg, lm_texts, sources[directions[0]])

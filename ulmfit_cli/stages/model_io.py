@@ -29,43 +29,27 @@ log = logging.getLogger("ulmfit")
 MODEL_SIZE_KEYS = ("emb_size", "hidden_size", "n_layers", "tie_weights")
 
 
-def _weights(model: torch.nn.Module) -> dict:
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+def _payload(kind: str, model, numericalizer, model_config: dict, direction: str, result: dict) -> dict:
+    return {"kind": kind, "direction": direction, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "model_config": model_config, "numericalizer": numericalizer.state(),
+            "vocab_identity": numericalizer.identity(), "result": result}
 
 
 def lm_payload(model: LanguageModel, numericalizer, model_cfg, direction: str, result: dict) -> dict:
     enc = model.encoder
     sizes = {"emb_size": enc.emb_size, "hidden_size": enc.hidden_size, "n_layers": enc.n_layers,
              "tie_weights": model.decoder.weight is enc.encoder.weight}
-    return {
-        "kind": "lm",
-        "direction": direction,
-        "model": _weights(model),
-        "model_config": {**OmegaConf.to_container(model_cfg, resolve=True), **sizes},
-        "numericalizer": numericalizer.state(),
-        "vocab_identity": numericalizer.identity(),
-        "result": result,
-    }
+    return _payload("lm", model, numericalizer, {**OmegaConf.to_container(model_cfg, resolve=True), **sizes},
+                    direction, result)
 
 
 def clf_payload(model: TextClassifier, numericalizer, model_cfg, direction: str, *, classes: list[str],
                 multi_label: bool, threshold: float | None, result: dict, probs: dict) -> dict:
     """`probs`: the direction's validation and test probabilities, so that a resumed
     bidirectional run can ensemble a direction it does not train again."""
-    return {
-        "kind": "clf",
-        "direction": direction,
-        "classes": classes,
-        "multi_label": multi_label,
-        "threshold": threshold,
-        "pad_id": numericalizer.pad_id,
-        "model": _weights(model),
-        "model_config": OmegaConf.to_container(model_cfg, resolve=True),
-        "numericalizer": numericalizer.state(),
-        "vocab_identity": numericalizer.identity(),
-        "result": result,
-        "probs": {split: torch.as_tensor(p) for split, p in probs.items()},
-    }
+    return {**_payload("clf", model, numericalizer, OmegaConf.to_container(model_cfg, resolve=True), direction, result),
+            "classes": classes, "multi_label": multi_label, "threshold": threshold, "pad_id": numericalizer.pad_id,
+            "probs": {split: torch.as_tensor(p) for split, p in probs.items()}}
 
 
 def sized_like(model_cfg, source: dict | None) -> DictConfig:

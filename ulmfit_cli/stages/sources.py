@@ -36,14 +36,23 @@ def find_source_run(value: str | None, stage: str, outputs_root: str, directions
     if not path.is_dir():
         raise UserError(f"{key}={value}: no such run directory.",
                         f"Pass the directory of a `{prev}` run (outputs/{prev}/<time>), latest, or null.")
-    missing = [n for n in need if not (path / "checkpoints" / n).exists()]
-    if missing:
-        raise UserError(
-            f"{key}={value} has no checkpoint {', '.join('checkpoints/' + m for m in missing)}.",
-            f"Point {key}= at a finished `{prev}` run trained with the same bidirectional= setting "
-            f"(directions {', '.join(directions)}), or use {key}=null to train from scratch.",
-        )
+    require_checkpoints(path, need, f"{key}={value}",
+                        f"Point {key}= at a finished `{prev}` run trained with the same bidirectional= setting "
+                        f"(directions {', '.join(directions)}), or use {key}=null to train from scratch.")
     return path
+
+
+def require_checkpoints(run: Path, need: list[str], what: str, fix: str) -> None:
+    missing = [n for n in need if not (run / "checkpoints" / n).is_file()]
+    if missing:
+        raise UserError(f"{what} has no checkpoint {', '.join('checkpoints/' + m for m in missing)}.", fix)
+
+
+def source_lms(cfg, key: str) -> tuple[Path | None, dict]:
+    """The run that `pretrained=` / `lm=` (`key`) names, and its LM checkpoint per direction (None: from scratch)."""
+    directions = list(cfg.bidirectional.directions)
+    run = find_source_run(cfg[key], cfg.stage, cfg.outputs_root, directions, key, cfg.data_root)
+    return run, {d: load_lm_checkpoint(run, d, key) if run else None for d in directions}
 
 
 def load_lm_checkpoint(run_dir: Path, direction: str, key: str) -> dict:
@@ -73,8 +82,6 @@ def _downloaded_run(name: str, data_root: str | None, key: str, need: list[str])
             f"{key}={name}: the published {name} model is not downloaded here (no {run}).",
             f"Run `ulmfit download {name}{root}` first (it fetches fastai's model and imports it there), "
             f"or pass {key}=<run dir>.")
-    missing = [n for n in need if not (run / "checkpoints" / n).is_file()]
-    if missing:
-        raise UserError(f"{key}={name}: {run} has no checkpoint {', '.join('checkpoints/' + m for m in missing)}.",
-                        f"Run `ulmfit download {name}{root} --force` to fetch and import it again.")
+    require_checkpoints(run, need, f"{key}={name}: {run}", f"Run `ulmfit download {name}{root} --force` to fetch and "
+                        "import it again.")
     return run.resolve()

@@ -24,7 +24,7 @@ from .baselines import check_beats, majority, tfidf_logreg
 from .clf import clf_step, label_ids, scores, sharded_predict_proba, tune_threshold
 from .context import RunContext
 from .lm import encode
-from .sources import find_source_run, load_lm_checkpoint
+from .sources import source_lms
 from .wiring import fit, make_trainer
 
 log = logging.getLogger("ulmfit")
@@ -34,8 +34,7 @@ SPLITS = ("train", "valid", "test")
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     directions = list(cfg.bidirectional.directions)
-    source_dir = find_source_run(cfg.lm, cfg.stage, cfg.outputs_root, directions, "lm")
-    sources = {d: load_lm_checkpoint(source_dir, d, "lm") if source_dir else None for d in directions}
+    source_dir, sources = source_lms(cfg, "lm")
     data = labelled_dataset(cfg)
     multi, classes = bool(cfg.dataset.multi_label), list(data.classes)
     src = sources[directions[0]]

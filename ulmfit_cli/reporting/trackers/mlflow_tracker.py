@@ -120,9 +120,13 @@ def open_run(ml_cfg, cfg, info: RunInfo, ids: dict | None) -> "MlflowRun":
 def log_params(client, run_id: str, params: dict) -> None:
     from mlflow.entities import Param
 
-    items = [Param(k, str(v)[:PARAM_MAX_LEN]) for k, v in params.items()]
-    for i in range(0, len(items), PARAM_BATCH):
-        client.log_batch(run_id, params=items[i: i + PARAM_BATCH])
+    log_batches(client, run_id, "params", [Param(k, str(v)[:PARAM_MAX_LEN]) for k, v in params.items()], PARAM_BATCH)
+
+
+def log_batches(client, run_id: str, kind: str, items: list, size: int) -> None:
+    """MLflow's log_batch takes at most `size` params or 1000 metrics a call."""
+    for i in range(0, len(items), size):
+        client.log_batch(run_id, **{kind: items[i: i + size]})
 
 
 def parent_run(info: RunInfo, uri: str) -> dict | None:
@@ -167,9 +171,7 @@ class MlflowRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, v, now, step) for k, v in metrics.items()]
-        for i in range(0, len(items), 1000):  # MLflow's per-call limit on metrics
-            self.client.log_batch(self.run_id, metrics=items[i: i + 1000])
+        log_batches(self.client, self.run_id, "metrics", [Metric(k, v, now, step) for k, v in metrics.items()], 1000)
 
 
 class SweepTrackers(Callback):
