@@ -446,15 +446,25 @@ def _looks_binary(path: Path) -> bool:
         return False  # unreadable: the reader names the file and the problem
 
 
+def _suffix(path: Path) -> str:
+    """The file name's format suffix, lower case, with a trailing `.gz` left off."""
+    name = path.name.lower()
+    return Path(name[:-3] if name.endswith(".gz") else name).suffix
+
+
+def _table_format(path: Path) -> str | None:
+    """csv | tsv | jsonl | parquet from the file name (a gzipped Parquet file is none of them)."""
+    parquet_gz = path.name.lower().endswith(".parquet.gz")
+    return None if parquet_gz else _TABLE_FORMATS.get(_suffix(path))
+
+
 def _file_format(path: Path, cfg: Any, key: str, lm: bool = False) -> str:
     """csv | tsv | jsonl | parquet (| txt for lm_files), from the file name. A labelled file
     with another name is read as its dataset's format, as it always was; a binary one (a
     spreadsheet, an archive) would only parse into garbage, so it is refused."""
-    name = path.name.lower()
-    gz = name.endswith(".gz")
-    suffix = Path(name[:-3] if gz else name).suffix
-    if suffix in _TABLE_FORMATS and not (gz and suffix == ".parquet"):
-        return _TABLE_FORMATS[suffix]
+    if (fmt := _table_format(path)) is not None:
+        return fmt
+    suffix = _suffix(path)
     if lm and suffix == ".txt":
         return "txt"
     if not lm and not _looks_binary(path):
@@ -502,8 +512,7 @@ def _table_columns(path: Path, fmt: str, warnings: list[str]) -> tuple[list, Cal
 def read_column(path: Path, column: str, key: str) -> list[str] | None:
     """One column of a .csv/.tsv/.jsonl/.parquet file (the text ones may be .gz) as text, nulls as "";
     None for a file of another format. `key` is the setting that names the column, for the error."""
-    name = path.name.lower()
-    fmt = _TABLE_FORMATS.get(Path(name[:-3] if name.endswith(".gz") else name).suffix)
+    fmt = _table_format(path)
     if fmt is None:
         return None
     present, get_col = _table_columns(path, fmt, [])
