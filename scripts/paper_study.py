@@ -21,10 +21,13 @@ it was interrupted, so the study can be stopped and started again. At the end:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from realdata_imdb_lowshot import write_split_files  # noqa: E402
@@ -59,20 +62,24 @@ def trec6(out: Path, common: list[str], seeds: list[int], clf_epochs: int) -> No
             run("train-clf", out, f"clf/table6_{v}/s{s}", *clf, f"ablation={v}", *lm, seed, f"tag=table6/{v}")
 
 
-def imdb(out: Path, common: list[str], shared: Path, seeds: list[int], lm_epochs: int, test_docs: int) -> None:
+def imdb(out: Path, common: list[str], shared: Path, seeds: list[int], lm_epochs: int, lm_steps: int | None,
+         test_docs: int) -> None:
     pre = out / "pretrain"
     run("pretrain", out, "pretrain", *common, "dataset=wikitext2")
     data = out / "imdb_data"
     write_split_files(shared, data, n_valid=250, n_test=test_docs, seed=0)
-    # train (minus the 250 validation reviews) + the 50k unlabelled reviews: ~17M tokens an epoch
+    # train (minus the 250 validation reviews) + the 50k unlabelled reviews: ~17M tokens an epoch;
+    # lm_steps caps each epoch (the schedule spans the capped epoch) when a whole one does not fit
+    cap = [f"train.max_steps_per_epoch={lm_steps}"] if lm_steps else []
     lm = run("finetune-lm", out, "lm/imdb", *common, "dataset=csv", f"dataset.train_file={data / 'train.csv'}",
              f"dataset.valid_file={data / 'valid.csv'}", f"dataset.test_file={data / 'test.csv'}",
              f"dataset.lm_files=[{shared / 'imdb' / 'unsup.csv.gz'}]", f"train.epochs={lm_epochs}",
-             "precision=bf16", f"pretrained={pre}")
-    print(f"IMDb LM: {lm['results']['fwd']['train_tokens']:,} tokens an epoch, val perplexity "
-          f"{lm['results']['fwd']['val_perplexity']:.1f}", flush=True)
+             "precision=bf16", f"pretrained={pre}", *cap)
+    print(f"IMDb LM: ~{lm_trained_tokens(out / 'lm' / 'imdb'):,.0f} tokens trained "
+          f"({lm['results']['fwd']['train_tokens']:,} an epoch), val perplexity "
+          f"{lm['results']['fwd']['val_perplexity']:.1f}, {lm['wall_time_s']:.0f} s", flush=True)
     clf_data = ["dataset=csv", f"dataset.train_file={data / 'train.csv'}", f"dataset.valid_file={data / 'valid.csv'}",
-                f"dataset.test_file={data / 'test.csv'}"]
+                f"dataset.test_file={data / 'test.csv'}", "precision=bf16"]
     for s in seeds:
         for n in SHOTS:
             # ~4 steps an epoch at 100 labels: enough epochs for gradual unfreezing to reach all layers
@@ -83,6 +90,14 @@ def imdb(out: Path, common: list[str], shared: Path, seeds: list[int], lm_epochs
             run("train-clf", out, f"clf/figure3_{n}_scratch/s{s}", *common, *shot, "lm=null", f"tag=figure3/{n}/scratch")
 
 
+def lm_trained_tokens(run_dir: Path) -> float:
+    """About the tokens the LM trained on: steps x bs x the mean variable-BPTT length (0.975 bptt)."""
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    steps = max(int(r["step"]) for r in rows if r["split"] == "train")
+    t = OmegaConf.load(run_dir / ".hydra" / "config.yaml").train
+    return steps * t.bs * t.bptt * (0.95 + 0.05 / 2)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
@@ -91,6 +106,8 @@ def main() -> int:
     ap.add_argument("--parts", default="trec6,imdb")
     ap.add_argument("--clf-epochs", type=int, default=12)
     ap.add_argument("--lm-epochs", type=int, default=1, help="IMDb LM fine-tuning epochs (~17M tokens each)")
+    ap.add_argument("--lm-steps", type=int, default=None,
+                    help="cap on IMDb LM fine-tuning steps an epoch (32 x ~70 tokens each; 4,800 is ~10.5M tokens)")
     ap.add_argument("--test-docs", type=int, default=5000, help="IMDb test reviews scored (a fixed sample)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: tiny model, a few steps per epoch")
     ap.add_argument("extra", nargs="*", help="overrides for every run")
@@ -105,7 +122,7 @@ def main() -> int:
     if "trec6" in a.parts:
         trec6(out, common, seeds, 2 if a.quick else a.clf_epochs)
     if "imdb" in a.parts:
-        imdb(out, common, shared, seeds, a.lm_epochs, 200 if a.quick else a.test_docs)
+        imdb(out, common, shared, seeds, a.lm_epochs, a.lm_steps, 200 if a.quick else a.test_docs)
     (out / "study.json").write_text(json.dumps({"seeds": seeds, "parts": a.parts, "clf_epochs": a.clf_epochs,
                                                 "lm_epochs": a.lm_epochs, "this_run_wall_time_s": time.time() - t0},
                                                indent=2))
