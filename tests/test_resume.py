@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,3 +75,24 @@ def test_resume_of_a_finished_run_is_refused(tmp_path):
     run = next((tmp_path / "outputs" / "pretrain").iterdir())
     proc = ulmfit("pretrain", f"resume={run}", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "already finished" in proc.stderr
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_first_step(tmp_path):
+    """Killed after Hydra wrote .hydra/ and config.yaml but before any checkpoint or metrics row:
+    resume= trains it from the first step in its own directory, as an uninterrupted run."""
+    args = [*ARGS[:-2], "train.epochs=1"]
+    ulmfit("pretrain", *args, cwd=tmp_path)
+    ref = next((tmp_path / "outputs" / "pretrain").iterdir())
+    cut = tmp_path / "cut"
+    ulmfit("pretrain", *args, f"hydra.run.dir={cut}", cwd=tmp_path)
+    for name in ("summary.json", "metrics.csv"):
+        (cut / name).unlink()
+    shutil.rmtree(cut / "checkpoints")
+    proc = ulmfit("pretrain", f"resume={cut}", cwd=tmp_path)
+    assert "fwd had saved no progress yet; it trains from the first step" in (cut / "train.log").read_text()
+    assert proc.returncode == 0 and (cut / "summary.json").exists()
+    assert_same_metrics(metrics(cut), metrics(ref))
+    not_a_run = tmp_path / "empty"
+    not_a_run.mkdir()
+    proc = ulmfit("pretrain", f"resume={not_a_run}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "no .hydra/overrides.yaml" in proc.stderr

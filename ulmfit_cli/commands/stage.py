@@ -98,8 +98,10 @@ def expand_resume(subcommand: str, argv: list[str]) -> list[str]:
     else:
         run = Path(value)
     saved = run / ".hydra" / "overrides.yaml"
-    if not (run / "checkpoints").is_dir() or not saved.exists():
-        raise UserError(f"resume={value}: {run} is not a `{subcommand}` run with saved progress (no checkpoints/ or .hydra/).",
+    # A run killed before its first checkpoint has its overrides but no checkpoints/: it starts
+    # again from the first step, in its own directory (see RunContext.load_progress).
+    if not saved.exists():
+        raise UserError(f"resume={value}: {run} is not a `{subcommand}` run (no .hydra/overrides.yaml).",
                         "Pass the directory of an interrupted run (outputs/<stage>/<time>).")
     if (run / "summary.json").exists():
         raise UserError(f"resume={value}: that run already finished ({run}/summary.json exists).",

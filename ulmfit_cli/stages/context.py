@@ -154,6 +154,7 @@ class RunContext:
             return None
         found = sorted((self.ckpt_dir / "last").glob(f"{direction}-*.pt"))
         if not found:
+            log.info("resuming: %s had saved no progress yet; it trains from the first step", direction)
             return None
         state = load_checkpoint(found[-1])
         if self.writes:
