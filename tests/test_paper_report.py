@@ -41,5 +41,12 @@ def test_figure3_gap_per_number_of_labels():
                         "fwd.test_error": err} for n, m, err in [(100, "ulmfit", 20.0), (100, "ulmfit", 22.0),
                                                                   (100, "scratch", 45.0), (1000, "ulmfit", 15.0)]])
     md = paper_report(df)
-    assert "| 100 | 21.00 ± 1.41 (n=2) | 45.00 (n=1) | 24.0 |" in md
-    assert "| 1000 | 15.00 (n=1) |  |  |" in md
+    assert "| 100 | 21.00 ± 1.41 (n=2) | 45.00 (n=1) | 24.0 |  |  |" in md
+    assert "| 1000 | 15.00 (n=1) |  |  |  |  |" in md
+    # the paper: ULMFiT on n labels matches from scratch on 10n
+    tenfold = pd.concat([df, pd.DataFrame([{"status": "ok", "tag": "figure3/1000/scratch", "dataset": "csv",
+                                            "fwd.test_error": e} for e in (30.0, 32.0)])])
+    assert "| 100 | 21.00 ± 1.41 (n=2) | 45.00 (n=1) | 24.0 | 31.00 ± 1.41 (n=2) | yes |" in paper_report(tenfold)
+    worse = pd.concat([df, pd.DataFrame([{"status": "ok", "tag": "figure3/1000/scratch", "dataset": "csv",
+                                          "fwd.test_error": 18.0}])])
+    assert "| 45.00 (n=1) | 24.0 | 18.00 (n=1) | no |" in paper_report(worse)
