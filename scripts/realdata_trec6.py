@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 def run(stage: str, out: Path, name: str, *overrides: str) -> dict:
     run_dir = out / name
     if not (run_dir / "summary.json").exists():
-        if run_dir.exists():
+        if (run_dir / ".hydra" / "overrides.yaml").exists():  # interrupted: continue it
             overrides = (*overrides, f"resume={run_dir}")
         cmd = [sys.executable, "-m", "ulmfit_cli", stage, *overrides, f"hydra.run.dir={run_dir}", "progress=none"]
         print("$ ulmfit", " ".join(cmd[3:]), flush=True)
