@@ -71,6 +71,8 @@ def imdb(out: Path, common: list[str], shared: Path, seeds: list[int], lm_epochs
     # train (minus the 250 validation reviews) + the 50k unlabelled reviews: ~17M tokens an epoch;
     # lm_steps caps each epoch (the schedule spans the capped epoch) when a whole one does not fit
     cap = [f"train.max_steps_per_epoch={lm_steps}"] if lm_steps else []
+    # progress saved every 500 steps, so that stopping the study mid-epoch loses little
+    cap.append("checkpoint.every_steps=500")
     lm = run("finetune-lm", out, "lm/imdb", *common, "dataset=csv", f"dataset.train_file={data / 'train.csv'}",
              f"dataset.valid_file={data / 'valid.csv'}", f"dataset.test_file={data / 'test.csv'}",
              f"dataset.lm_files=[{shared / 'imdb' / 'unsup.csv.gz'}]", f"train.epochs={lm_epochs}",
