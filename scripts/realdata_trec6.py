@@ -27,7 +27,11 @@ def run(stage: str, out: Path, name: str, *overrides: str) -> dict:
             overrides = (*overrides, f"resume={run_dir}")
         cmd = [sys.executable, "-m", "ulmfit_cli", stage, *overrides, f"hydra.run.dir={run_dir}", "progress=none"]
         print("$ ulmfit", " ".join(cmd[3:]), flush=True)
-        subprocess.run(cmd, check=True)
+        code = subprocess.run(cmd).returncode
+        if code:  # its own error or "stopped" message is above; no traceback of this script
+            sys.exit(f"`ulmfit {stage}` for {run_dir} ended with exit code {code}. "
+                     "If it names an error, fix that; then run the same command again: finished steps are "
+                     "skipped and this one continues.")
     return json.loads((run_dir / "summary.json").read_text())
 
 
