@@ -68,15 +68,14 @@ def imdb(out: Path, common: list[str], shared: Path, seeds: list[int], lm_epochs
     run("pretrain", out, "pretrain", *common, "dataset=wikitext2")
     data = out / "imdb_data"
     write_split_files(shared, data, n_valid=250, n_test=test_docs, seed=0)
-    # train (minus the 250 validation reviews) + the 50k unlabelled reviews: ~17M tokens an epoch;
-    # lm_steps caps each epoch (the schedule spans the capped epoch) when a whole one does not fit
-    cap = [f"train.max_steps_per_epoch={lm_steps}"] if lm_steps else []
-    # progress saved every 500 steps, so that stopping the study mid-epoch loses little
-    cap.append("checkpoint.every_steps=500")
+    # train (minus the 250 validation reviews) + the 50k unlabelled reviews: ~22.7M tokens an epoch;
+    # lm_steps caps each epoch (the schedule spans the capped epoch) when a whole one does not fit.
+    # Progress is saved every 500 steps, so that stopping the study mid-epoch loses little.
+    lm_run = [*([f"train.max_steps_per_epoch={lm_steps}"] if lm_steps else []), "checkpoint.every_steps=500"]
     lm = run("finetune-lm", out, "lm/imdb", *common, "dataset=csv", f"dataset.train_file={data / 'train.csv'}",
              f"dataset.valid_file={data / 'valid.csv'}", f"dataset.test_file={data / 'test.csv'}",
              f"dataset.lm_files=[{shared / 'imdb' / 'unsup.csv.gz'}]", f"train.epochs={lm_epochs}",
-             "precision=bf16", f"pretrained={pre}", *cap)
+             "precision=bf16", f"pretrained={pre}", *lm_run)
     print(f"IMDb LM: ~{lm_trained_tokens(out / 'lm' / 'imdb'):,.0f} tokens trained "
           f"({lm['results']['fwd']['train_tokens']:,} an epoch), val perplexity "
           f"{lm['results']['fwd']['val_perplexity']:.1f}, {lm['wall_time_s']:.0f} s", flush=True)
@@ -107,7 +106,7 @@ def main() -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--parts", default="trec6,imdb")
     ap.add_argument("--clf-epochs", type=int, default=12)
-    ap.add_argument("--lm-epochs", type=int, default=1, help="IMDb LM fine-tuning epochs (~17M tokens each)")
+    ap.add_argument("--lm-epochs", type=int, default=1, help="IMDb LM fine-tuning epochs (~22.7M tokens each)")
     ap.add_argument("--lm-steps", type=int, default=None,
                     help="cap on IMDb LM fine-tuning steps an epoch (32 x ~70 tokens each; 4,800 is ~10.5M tokens)")
     ap.add_argument("--test-docs", type=int, default=5000, help="IMDb test reviews scored (a fixed sample)")
