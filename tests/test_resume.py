@@ -78,15 +78,15 @@ def test_resume_of_a_finished_run_is_refused(tmp_path):
 
 
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_first_step(tmp_path):
-    """Killed after Hydra wrote .hydra/ and config.yaml but before any checkpoint or metrics row:
-    resume= trains it from the first step in its own directory, as an uninterrupted run."""
+    """Killed before its first checkpoint, after the first epoch's rows reached metrics.csv (the rows
+    are written just before the epoch's checkpoint): resume= trains it from the first step in its own
+    directory, and its metrics.csv ends as an uninterrupted run's, those rows not doubled."""
     args = [*ARGS[:-2], "train.epochs=1"]
     ulmfit("pretrain", *args, cwd=tmp_path)
     ref = next((tmp_path / "outputs" / "pretrain").iterdir())
     cut = tmp_path / "cut"
     ulmfit("pretrain", *args, f"hydra.run.dir={cut}", cwd=tmp_path)
-    for name in ("summary.json", "metrics.csv"):
-        (cut / name).unlink()
+    (cut / "summary.json").unlink()
     shutil.rmtree(cut / "checkpoints")
     proc = ulmfit("pretrain", f"resume={cut}", cwd=tmp_path)
     assert "fwd had saved no progress yet; it trains from the first step" in (cut / "train.log").read_text()
@@ -96,3 +96,16 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_first_step(tm
     not_a_run.mkdir()
     proc = ulmfit("pretrain", f"resume={not_a_run}", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "no .hydra/overrides.yaml" in proc.stderr
+
+
+def test_drop_direction_keeps_the_other_directions_rows(tmp_path):
+    """A bwd resumed with no checkpoint drops only its own rows: fwd's finished rows stay, in order."""
+    from ulmfit_cli.reporting.metrics import MetricsWriter
+
+    writer = MetricsWriter(tmp_path / "metrics.csv", stage="train-clf")
+    for direction, epoch in [("fwd", 1), ("fwd", 2), ("bwd", 1)]:
+        writer({"direction": direction, "epoch": epoch, "split": "valid", "loss": 0.5})
+    writer.drop_direction("bwd")
+    assert [(r["direction"], r["epoch"]) for r in metrics(tmp_path)] == [("fwd", "1"), ("fwd", "2")]
+    writer({"direction": "bwd", "epoch": 1, "split": "valid", "loss": 0.4})
+    assert writer.rows() == 3

@@ -34,6 +34,16 @@ class MetricsWriter:
             lines = self.path.read_text().splitlines(keepends=True)
             self.path.write_text("".join(lines[: n_rows + 1]))
 
+    def drop_direction(self, direction: str) -> None:
+        """Drop every row of `direction`: a direction resumed with no checkpoint trains again from its
+        first step, so rows it wrote before its first checkpoint would otherwise appear twice."""
+        if self.path.exists():
+            with open(self.path, newline="") as f:
+                rows = list(csv.reader(f))
+            col = rows[0].index("direction")
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerows([rows[0], *(r for r in rows[1:] if r[col] != direction)])
+
     def __call__(self, row: dict) -> None:
         row = {**self.fixed, **row}
         new = not self.path.exists()

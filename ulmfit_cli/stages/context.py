@@ -155,6 +155,8 @@ class RunContext:
         found = sorted((self.ckpt_dir / "last").glob(f"{direction}-*.pt"))
         if not found:
             log.info("resuming: %s had saved no progress yet; it trains from the first step", direction)
+            if self.writes:
+                self.metrics.drop_direction(direction)
             return None
         state = load_checkpoint(found[-1])
         if self.writes:

@@ -35,7 +35,7 @@ log = logging.getLogger("ulmfit")
 
 class TrackedMetrics:
     """metrics.csv first, then every tracker. Stands where the run context's metrics writer stands
-    (`rows`, `truncate` are metrics.csv's). A tracker that fails is warned about once and dropped:
+    (`rows`, `truncate`, `drop_direction` are metrics.csv's). A tracker that fails is warned about once and dropped:
     a tracker must never cost a run or its metrics.csv."""
 
     def __init__(self, csv, trackers: list):
@@ -50,6 +50,9 @@ class TrackedMetrics:
 
     def truncate(self, n_rows: int) -> None:
         self.csv.truncate(n_rows)
+
+    def drop_direction(self, direction: str) -> None:
+        self.csv.drop_direction(direction)
 
     def finish(self, summary: dict, files: list[Path]) -> None:
         self._each("log the final metrics", lambda t: t.finish(summary, [f for f in files if Path(f).exists()]))
