@@ -174,3 +174,16 @@ def test_existing_run_dir_is_never_overwritten(pipeline):
 def test_verbose_shows_the_traceback(tmp_path):
     proc = ulmfit("train-clf", *FAST, "device=cuda", "lm=null", "verbose=true", cwd=tmp_path, check=False)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_torch_loads_with_a_short_openmp_spin_unless_the_user_set_one(tmp_path, monkeypatch):
+    """libgomp spin-waits ~300k times by default, and two runs side by side then each run many times
+    slower (scripts/bench_contention.py): the console script sets GOMP_SPINCOUNT before torch loads.
+    OMP_DISPLAY_ENV makes libgomp itself print what it read."""
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    env = {"OMP_DISPLAY_ENV": "VERBOSE"}
+    shown = ulmfit("train-clf", "--cfg", "job", cwd=tmp_path, env=env)
+    assert "GOMP_SPINCOUNT = '1000'" in shown.stdout + shown.stderr
+    mine = ulmfit("train-clf", "--cfg", "job", cwd=tmp_path, env={**env, "GOMP_SPINCOUNT": "300000"})
+    assert "GOMP_SPINCOUNT = '300000'" in mine.stdout + mine.stderr
