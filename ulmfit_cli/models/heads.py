@@ -50,6 +50,7 @@ class LanguageModel(nn.Module):
         self.hidden = [(h.detach(), c.detach()) for h, c in hidden]
         return raw_outputs[-1], self.output_dp(outputs[-1])
 
+    @torch.no_grad()  # a score is two numbers: no graph, even when called with gradients on
     def score(self, ids: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
         _, dropped = self._features(ids)
         flat, tgt = dropped.reshape(-1, dropped.size(-1)), targets.reshape(-1)
