@@ -83,8 +83,8 @@ def share_cores_politely(env: dict) -> None:
     """Make libgomp (PyTorch's OpenMP on Linux) threads sleep soon after a parallel op instead of
     spinning ~300k times first. When another process holds a core (two runs side by side, a sweep's
     jobs, a test suite), every op's barrier then waits for a descheduled thread, and each run goes
-    many times slower than its share of the machine; a short spin costs a run alone nothing
-    measurable (scripts/bench_contention.py). libgomp reads it once, when torch loads, so it is set
+    many times slower than its share of the machine; a short spin costs a run alone little
+    (scripts/bench_contention.py measures both). libgomp reads it once, when torch loads, so it is set
     here, before any subcommand imports torch. A GOMP_SPINCOUNT or OMP_WAIT_POLICY already set wins."""
     if "GOMP_SPINCOUNT" not in env and "OMP_WAIT_POLICY" not in env:
         env["GOMP_SPINCOUNT"] = "1000"
