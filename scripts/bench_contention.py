@@ -7,7 +7,7 @@ Each run uses every core (torch's default thread count), as two `ulmfit` command
 terminals do. With --jobs k, perfect sharing takes k times a run alone ("x alone" = k); more than
 that is time lost to threads that spin while the other process holds their core.
 
-  ulmfit   `python -m ulmfit_cli train-clf` on TREC-6 from scratch (experiment=trec6_cpu, lm=null,
+  ulmfit   `ulmfit train-clf` (the console script) on TREC-6 from scratch (experiment=trec6_cpu, lm=null,
            fwd, one epoch on --docs questions): the real stage, console entry point included
   bare     a bare nn.Embedding + 3-layer nn.LSTM + linear classifier, forward/backward/AdamW on
            random ids (32 x 40), --bare-steps steps: the same effect without any ulmfit code
@@ -31,12 +31,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib.common import DATA_ROOT, REPO  # noqa: E402
+from benchlib.e2e import ulmfit_command  # noqa: E402
 from benchlib.hostinfo import cpu_info, git_commit  # noqa: E402
 
 SPINS = {"libgomp default": "300000", "ulmfit (short spin)": "1000"}  # 300000: libgomp's documented default
 
 BARE = """
-import sys, time, torch
+import sys, torch
 from torch import nn
 torch.manual_seed(0)
 steps = int(sys.argv[1])
@@ -54,7 +55,7 @@ for _ in range(steps):
 def command(workload: str, args, run_dir: Path) -> list[str]:
     if workload == "bare":
         return [sys.executable, "-c", BARE, str(args.bare_steps)]
-    return [sys.executable, "-m", "ulmfit_cli", "train-clf", "experiment=trec6_cpu", "bidirectional=fwd", "lm=null",
+    return [*ulmfit_command(), "train-clf", "experiment=trec6_cpu", "bidirectional=fwd", "lm=null",
             f"data_root={args.data}", f"dataset.max_train_examples={args.docs}", "train.epochs=1",
             "tfidf_baseline=false", "progress=none", f"hydra.run.dir={run_dir}"]
 
