@@ -10,6 +10,8 @@ The three tables share their reference run (full ULMFiT), tagged for each.
 IMDb (Figure 3): the LM fine-tuned on IMDb train + the 50k unlabelled reviews (at least 10M
 tokens, bf16), then classifiers on 100 / 500 / 1,000 labels against the same classifier from
 scratch, tested on a fixed sample of the test reviews.
+Two probes of the 100-label result (after imdb; each prints its table): recipe100, one change to
+the classifier recipe at a time; lm_tokens100, the classifier on LMs fine-tuned on 0 to ~21M IMDb tokens.
 
 Every step is skipped when its run dir already holds summary.json, and continued (resume=) when
 it was interrupted, so the study can be stopped and started again. At the end:
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,6 +42,9 @@ CLF_VARIANTS = ("clf_from_scratch", "clf_full", "clf_full_discr", "clf_last", "c
                 "clf_freez_discr", "clf_freez_stlr", "clf_freez_cos")  # + the reference, clf_freez_discr_stlr
 REFERENCE_TAGS = "table4/with_pretraining,table5/lm_ft_discr_stlr,table6/clf_freez_discr_stlr"
 SHOTS = (100, 500, 1000)
+RECIPE_PROBES = {"freez_stlr": "ablation=clf_freez_stlr", "unfreeze_none": "unfreeze=none", "last": "ablation=clf_last",
+                 "drop_mult_1": "model.drop_mult=1.0", "lr_0.001": "schedule.lr=0.001"}
+PARTS = ("trec6", "imdb", "recipe100", "lm_tokens100")
 
 
 def trec6(out: Path, common: list[str], seeds: list[int], clf_epochs: int) -> None:
@@ -62,33 +68,100 @@ def trec6(out: Path, common: list[str], seeds: list[int], clf_epochs: int) -> No
             run("train-clf", out, f"clf/table6_{v}/s{s}", *clf, f"ablation={v}", *lm, seed, f"tag=table6/{v}")
 
 
+def imdb_data(out: Path) -> list[str]:
+    d = out / "imdb_data"
+    return ["dataset=csv", f"dataset.train_file={d / 'train.csv'}", f"dataset.valid_file={d / 'valid.csv'}",
+            f"dataset.test_file={d / 'test.csv'}"]
+
+
+def shot(n: int, s: int) -> list[str]:
+    """A classifier on n labels: seed s draws its own labelled sample. ~4 steps an epoch at 100
+    labels: enough epochs for gradual unfreezing to reach all layers."""
+    return ["precision=bf16", f"dataset.max_train_examples={n}", f"dataset.split_seed={s}", f"seed={s}",
+            f"train.epochs={12 if n <= 100 else 8}"]
+
+
+def imdb_lm(out: Path, common: list[str], shared: Path, name: str, start: Path, epochs: int, *extra: str) -> dict:
+    """An IMDb LM: fine-tuned from `start` on train (less validation) + the 50k unlabelled reviews,
+    ~22.7M tokens an epoch; extra overrides cap the epoch (the schedule spans the capped epoch)."""
+    return run("finetune-lm", out, f"lm/{name}", *common, *imdb_data(out),
+               f"dataset.lm_files=[{shared / 'imdb' / 'unsup.csv.gz'}]", f"train.epochs={epochs}", "precision=bf16",
+               f"pretrained={start}", *extra)
+
+
+def step_cap(common: list[str], steps: int | None) -> list[str]:
+    """train.max_steps_per_epoch=steps, unless the overrides for every run already cap it (--quick)."""
+    capped = any(c.startswith("train.max_steps_per_epoch=") for c in common)
+    return [f"train.max_steps_per_epoch={steps}"] if steps and not capped else []
+
+
 def imdb(out: Path, common: list[str], shared: Path, seeds: list[int], lm_epochs: int, lm_steps: int | None,
          test_docs: int) -> None:
     pre = out / "pretrain"
     run("pretrain", out, "pretrain", *common, "dataset=wikitext2")
-    data = out / "imdb_data"
-    write_split_files(shared, data, n_valid=250, n_test=test_docs, seed=0)
-    # train (minus the 250 validation reviews) + the 50k unlabelled reviews: ~22.7M tokens an epoch;
-    # lm_steps caps each epoch (the schedule spans the capped epoch) when a whole one does not fit.
+    write_split_files(shared, out / "imdb_data", n_valid=250, n_test=test_docs, seed=0)
     # Progress is saved every 500 steps, so that stopping the study mid-epoch loses little.
-    lm_run = [*([f"train.max_steps_per_epoch={lm_steps}"] if lm_steps else []), "checkpoint.every_steps=500"]
-    lm = run("finetune-lm", out, "lm/imdb", *common, "dataset=csv", f"dataset.train_file={data / 'train.csv'}",
-             f"dataset.valid_file={data / 'valid.csv'}", f"dataset.test_file={data / 'test.csv'}",
-             f"dataset.lm_files=[{shared / 'imdb' / 'unsup.csv.gz'}]", f"train.epochs={lm_epochs}",
-             "precision=bf16", f"pretrained={pre}", *lm_run)
+    lm = imdb_lm(out, common, shared, "imdb", pre, lm_epochs, *step_cap(common, lm_steps), "checkpoint.every_steps=500")
     print(f"IMDb LM: ~{lm_trained_tokens(out / 'lm' / 'imdb'):,.0f} tokens trained "
           f"({lm['results']['fwd']['train_tokens']:,} an epoch), val perplexity "
           f"{lm['results']['fwd']['val_perplexity']:.1f}, {lm['wall_time_s']:.0f} s", flush=True)
-    clf_data = ["dataset=csv", f"dataset.train_file={data / 'train.csv'}", f"dataset.valid_file={data / 'valid.csv'}",
-                f"dataset.test_file={data / 'test.csv'}", "precision=bf16"]
     for s in seeds:
         for n in SHOTS:
-            # ~4 steps an epoch at 100 labels: enough epochs for gradual unfreezing to reach all layers
-            shot = [*clf_data, f"dataset.max_train_examples={n}", f"dataset.split_seed={s}", f"seed={s}",
-                    f"train.epochs={12 if n <= 100 else 8}"]
-            run("train-clf", out, f"clf/figure3_{n}_ulmfit/s{s}", *common, *shot, f"lm={out / 'lm' / 'imdb'}",
-                f"tag=figure3/{n}/ulmfit")
-            run("train-clf", out, f"clf/figure3_{n}_scratch/s{s}", *common, *shot, "lm=null", f"tag=figure3/{n}/scratch")
+            run("train-clf", out, f"clf/figure3_{n}_ulmfit/s{s}", *common, *imdb_data(out), *shot(n, s),
+                f"lm={out / 'lm' / 'imdb'}", f"tag=figure3/{n}/ulmfit")
+            run("train-clf", out, f"clf/figure3_{n}_scratch/s{s}", *common, *imdb_data(out), *shot(n, s), "lm=null",
+                f"tag=figure3/{n}/scratch")
+
+
+def recipe100(out: Path, common: list[str], seeds: list[int]) -> None:
+    """Why Figure 3's 100-label gap falls short, part 1: one change to the classifier recipe at a
+    time, on the study's LM and 100-label samples (after --parts imdb)."""
+    rows = {"reference (the study's run)": [figure3_ref(out, s) for s in seeds]}
+    for name, override in RECIPE_PROBES.items():
+        rows[f"`{override}`"] = [run("train-clf", out, f"probe/recipe100_{name}/s{s}", *common, *imdb_data(out),
+                                     *shot(100, s), f"lm={out / 'lm' / 'imdb'}", override) for s in seeds]
+    print_probe("100 labels, one recipe change", rows)
+
+
+def lm_tokens100(out: Path, common: list[str], shared: Path, seeds: list[int]) -> None:
+    """Why Figure 3's 100-label gap falls short, part 2: the same classifier on LMs fine-tuned on
+    0, ~2.6M, ~10.5M (the study's) and ~21M IMDb tokens (after --parts imdb). The last is a second
+    4,800-step pass warm-started from the study's LM; seed=1 makes it read another shuffle of the reviews."""
+    study = out / "lm" / "imdb"
+    lms = {"pretrain": out / "pretrain",
+           "imdb_1200": imdb_lm(out, common, shared, "imdb_1200", out / "pretrain", 1, *step_cap(common, 1200)),
+           "imdb": study,
+           "imdb_twice": imdb_lm(out, common, shared, "imdb_twice", study, 1, "seed=1", *step_cap(common, 4800),
+                                 "checkpoint.every_steps=500")}
+    rows = {}
+    for name in lms:
+        lm = out / name if name == "pretrain" else out / "lm" / name
+        tokens = lm_trained_tokens(lm) + (lm_trained_tokens(study) if name == "imdb_twice" else 0) if name != "pretrain" else 0
+        label = f"`{lm.relative_to(out)}`: ~{tokens / 1e6:.1f}M IMDb tokens, val perplexity {perplexity(lm)}"
+        rows[label] = [figure3_ref(out, s) if name == "imdb" else
+                       run("train-clf", out, f"probe/lm_tokens100_{name}/s{s}", *common, *imdb_data(out),
+                           *shot(100, s), f"lm={lm}") for s in seeds]
+    print_probe("100 labels, by the LM's IMDb fine-tuning", rows)
+
+
+def figure3_ref(out: Path, s: int) -> dict:
+    path = out / "clf" / "figure3_100_ulmfit" / f"s{s}" / "summary.json"
+    if not path.exists():
+        sys.exit(f"{path} is missing: the probes compare against the study's own 100-label runs; "
+                 f"run --parts imdb --seeds {s} first.")
+    return json.loads(path.read_text())
+
+
+def perplexity(lm: Path) -> str:
+    return f"{json.loads((lm / 'summary.json').read_text())['results']['fwd']['val_perplexity']:.1f}"
+
+
+def print_probe(title: str, rows: dict[str, list[dict]]) -> None:
+    print(f"\n{title}: test error % per seed, mean ± std\n\n| variant | per seed | mean ± std |\n|---|---|---|")
+    for label, summaries in rows.items():
+        errs = [r["results"]["fwd"]["test_error"] for r in summaries]
+        spread = f" ± {statistics.stdev(errs):.2f}" if len(errs) > 1 else ""
+        print(f"| {label} | {', '.join(f'{e:.2f}' for e in errs)} | {statistics.mean(errs):.2f}{spread} |", flush=True)
 
 
 def lm_trained_tokens(run_dir: Path) -> float:
@@ -104,7 +177,9 @@ def main() -> int:
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--out", default=str(REPO / "outputs" / "paper_study"))
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--parts", default="trec6,imdb")
+    ap.add_argument("--parts", default="trec6,imdb",
+                    help=f"any of {', '.join(PARTS)}; recipe100 and lm_tokens100 probe Figure 3's 100-label "
+                         "result and need the imdb part's runs")
     ap.add_argument("--clf-epochs", type=int, default=12)
     ap.add_argument("--lm-epochs", type=int, default=1, help="IMDb LM fine-tuning epochs (~22.7M tokens each)")
     ap.add_argument("--lm-steps", type=int, default=None,
@@ -115,15 +190,22 @@ def main() -> int:
     a = ap.parse_args()
     out, shared = Path(a.out).resolve(), Path(a.shared).resolve()
     seeds = [int(s) for s in a.seeds.split(",")]
+    parts = [p for p in a.parts.split(",") if p]
+    if unknown := sorted(set(parts) - set(PARTS)):
+        ap.error(f"--parts: unknown {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     quick = ["model=tiny", "train.max_steps_per_epoch=3", "dataset.max_docs=400"] if a.quick else []
     common = ["experiment=trec6_cpu", "bidirectional=fwd", f"data_root={shared}", "token_cache=off" if a.quick else "",
               *quick, *a.extra]
     common = [c for c in common if c]
     t0 = time.time()
-    if "trec6" in a.parts:
+    if "trec6" in parts:
         trec6(out, common, seeds, 2 if a.quick else a.clf_epochs)
-    if "imdb" in a.parts:
+    if "imdb" in parts:
         imdb(out, common, shared, seeds, a.lm_epochs, a.lm_steps, 200 if a.quick else a.test_docs)
+    if "recipe100" in parts:
+        recipe100(out, common, seeds)
+    if "lm_tokens100" in parts:
+        lm_tokens100(out, common, shared, seeds)
     (out / "study.json").write_text(json.dumps({"seeds": seeds, "parts": a.parts, "clf_epochs": a.clf_epochs,
                                                 "lm_epochs": a.lm_epochs, "this_run_wall_time_s": time.time() - t0},
                                                indent=2))

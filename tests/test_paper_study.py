@@ -1,0 +1,48 @@
+"""scripts/paper_study.py --quick (integration tier: a tiny model, 3 steps an epoch, about 5 minutes
+on 2 cores): the IMDb part and its two 100-label probes run end to end, print their tables, hand
+each run the LM it names, and a second invocation skips every finished run."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def study(out: Path, shared: Path) -> str:
+    cmd = [sys.executable, str(REPO / "scripts" / "paper_study.py"), "--quick", "--seeds", "0",
+           "--parts", "imdb,recipe100,lm_tokens100", "--shared", str(shared), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.integration
+def test_imdb_probes_run_on_the_lms_they_name_and_resume_as_no_ops(shared_data, tmp_path):
+    first = study(tmp_path, shared_data)
+    # the recipe probe: one row per override, each a run with that override
+    for override in ("ablation=clf_freez_stlr", "unfreeze=none", "ablation=clf_last", "model.drop_mult=1.0",
+                     "schedule.lr=0.001"):
+        assert re.search(rf"^\| `{re.escape(override)}` \| \d+\.\d\d \| \d+\.\d\d \|$", first, re.M), override
+    probe = tmp_path / "probe" / "recipe100_last" / "s0"
+    assert "ablation=clf_last" in (probe / ".hydra" / "overrides.yaml").read_text()
+    # the LM probe: the warm-started LM starts from the study's LM, reads another shuffle (seed 1),
+    # and its token count adds the study LM's
+    twice = json.loads((tmp_path / "lm" / "imdb_twice" / "summary.json").read_text())
+    assert Path(twice["started_from"]) == tmp_path / "lm" / "imdb"
+    assert "seed=1" in (tmp_path / "lm" / "imdb_twice" / ".hydra" / "overrides.yaml").read_text()
+    rows = dict(re.findall(r"^\| `([^`]+)`: ~(\d+\.\d)M IMDb tokens", first, re.M))
+    assert list(rows) == ["pretrain", "lm/imdb_1200", "lm/imdb", "lm/imdb_twice"]
+    assert rows["pretrain"] == "0.0" and float(rows["lm/imdb_twice"]) >= float(rows["lm/imdb"])
+    clf = json.loads((tmp_path / "probe" / "lm_tokens100_pretrain" / "s0" / "summary.json").read_text())
+    assert Path(clf["started_from"]) == tmp_path / "pretrain"
+    # --quick's cap of 3 steps an epoch wins over the probes' own caps
+    assert "max_steps_per_epoch=1200" not in (tmp_path / "lm" / "imdb_1200" / ".hydra" / "overrides.yaml").read_text()
+    # resumable: everything is skipped, the same tables print again
+    second = study(tmp_path, shared_data)
+    assert "$ ulmfit" not in second
+    assert [ln for ln in second.splitlines() if ln.startswith("|")] == [ln for ln in first.splitlines()
+                                                                          if ln.startswith("|")]
