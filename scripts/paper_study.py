@@ -127,18 +127,16 @@ def lm_tokens100(out: Path, common: list[str], shared: Path, seeds: list[int]) -
     """Why Figure 3's 100-label gap falls short, part 2: the same classifier on LMs fine-tuned on
     0, ~2.6M, ~10.5M (the study's) and ~21M IMDb tokens (after --parts imdb). The last is a second
     4,800-step pass warm-started from the study's LM; seed=1 makes it read another shuffle of the reviews."""
-    study = out / "lm" / "imdb"
-    lms = {"pretrain": out / "pretrain",
-           "imdb_1200": imdb_lm(out, common, shared, "imdb_1200", out / "pretrain", 1, *step_cap(common, 1200)),
-           "imdb": study,
-           "imdb_twice": imdb_lm(out, common, shared, "imdb_twice", study, 1, "seed=1", *step_cap(common, 4800),
-                                 "checkpoint.every_steps=500")}
+    study, pre = out / "lm" / "imdb", out / "pretrain"
+    imdb_lm(out, common, shared, "imdb_1200", pre, 1, *step_cap(common, 1200))
+    imdb_lm(out, common, shared, "imdb_twice", study, 1, "seed=1", *step_cap(common, 4800), "checkpoint.every_steps=500")
+    tokens = {"pretrain": 0.0, "imdb_1200": lm_trained_tokens(out / "lm" / "imdb_1200"), "imdb": lm_trained_tokens(study)}
+    tokens["imdb_twice"] = tokens["imdb"] + lm_trained_tokens(out / "lm" / "imdb_twice")
     rows = {}
-    for name in lms:
-        lm = out / name if name == "pretrain" else out / "lm" / name
-        tokens = lm_trained_tokens(lm) + (lm_trained_tokens(study) if name == "imdb_twice" else 0) if name != "pretrain" else 0
-        label = f"`{lm.relative_to(out)}`: ~{tokens / 1e6:.1f}M IMDb tokens, val perplexity {perplexity(lm)}"
-        rows[label] = [figure3_ref(out, s) if name == "imdb" else
+    for name, n in tokens.items():
+        lm = pre if name == "pretrain" else out / "lm" / name
+        label = f"`{lm.relative_to(out)}`: ~{n / 1e6:.1f}M IMDb tokens, val perplexity {perplexity(lm)}"
+        rows[label] = [figure3_ref(out, s) if lm == study else
                        run("train-clf", out, f"probe/lm_tokens100_{name}/s{s}", *common, *imdb_data(out),
                            *shot(100, s), f"lm={lm}") for s in seeds]
     print_probe("100 labels, by the LM's IMDb fine-tuning", rows)
