@@ -135,7 +135,8 @@ def lm_tokens100(out: Path, common: list[str], shared: Path, seeds: list[int]) -
     rows = {}
     for name, n in tokens.items():
         lm = pre if name == "pretrain" else out / "lm" / name
-        label = f"`{lm.relative_to(out)}`: ~{n / 1e6:.1f}M IMDb tokens, val perplexity {perplexity(lm)}"
+        text = "WikiText-2" if name == "pretrain" else "IMDb"  # each LM's perplexity is on its own validation text
+        label = f"`{lm.relative_to(out)}`: ~{n / 1e6:.1f}M IMDb tokens, {text} val perplexity {perplexity(lm)}"
         rows[label] = [figure3_ref(out, s) if lm == study else
                        run("train-clf", out, f"probe/lm_tokens100_{name}/s{s}", *common, *imdb_data(out),
                            *shot(100, s), f"lm={lm}") for s in seeds]

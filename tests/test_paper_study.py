@@ -34,7 +34,7 @@ def test_imdb_probes_run_on_the_lms_they_name_and_resume_as_no_ops(shared_data, 
     twice = json.loads((tmp_path / "lm" / "imdb_twice" / "summary.json").read_text())
     assert Path(twice["started_from"]) == tmp_path / "lm" / "imdb"
     assert "seed=1" in (tmp_path / "lm" / "imdb_twice" / ".hydra" / "overrides.yaml").read_text()
-    rows = dict(re.findall(r"^\| `([^`]+)`: ~(\d+\.\d)M IMDb tokens", first, re.M))
+    rows = dict(re.findall(r"^\| `([^`]+)`: ~(\d+\.\d)M IMDb tokens, (?:WikiText-2|IMDb) val perplexity", first, re.M))
     assert list(rows) == ["pretrain", "lm/imdb_1200", "lm/imdb", "lm/imdb_twice"]
     assert rows["pretrain"] == "0.0" and float(rows["lm/imdb_twice"]) >= float(rows["lm/imdb"])
     clf = json.loads((tmp_path / "probe" / "lm_tokens100_pretrain" / "s0" / "summary.json").read_text())
