@@ -127,6 +127,7 @@ def lm_tokens100(out: Path, common: list[str], shared: Path, seeds: list[int]) -
     """Why Figure 3's 100-label gap falls short, part 2: the same classifier on LMs fine-tuned on
     0, ~2.6M, ~10.5M (the study's) and ~21M IMDb tokens (after --parts imdb). The last is a second
     4,800-step pass warm-started from the study's LM; seed=1 makes it read another shuffle of the reviews."""
+    refs = [figure3_ref(out, s) for s in seeds]  # before any training: this part builds on the imdb part
     study, pre = out / "lm" / "imdb", out / "pretrain"
     imdb_lm(out, common, shared, "imdb_1200", pre, 1, *step_cap(common, 1200))
     imdb_lm(out, common, shared, "imdb_twice", study, 1, "seed=1", *step_cap(common, 4800), "checkpoint.every_steps=500")
@@ -137,9 +138,8 @@ def lm_tokens100(out: Path, common: list[str], shared: Path, seeds: list[int]) -
         lm = pre if name == "pretrain" else out / "lm" / name
         text = "WikiText-2" if name == "pretrain" else "IMDb"  # each LM's perplexity is on its own validation text
         label = f"`{lm.relative_to(out)}`: ~{n / 1e6:.1f}M IMDb tokens, {text} val perplexity {perplexity(lm)}"
-        rows[label] = [figure3_ref(out, s) if lm == study else
-                       run("train-clf", out, f"probe/lm_tokens100_{name}/s{s}", *common, *imdb_data(out),
-                           *shot(100, s), f"lm={lm}") for s in seeds]
+        rows[label] = refs if lm == study else [run("train-clf", out, f"probe/lm_tokens100_{name}/s{s}", *common,
+                                                    *imdb_data(out), *shot(100, s), f"lm={lm}") for s in seeds]
     print_probe("100 labels, by the LM's IMDb fine-tuning", rows)
 
 
