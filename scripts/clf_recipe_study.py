@@ -23,9 +23,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 from realdata_trec6 import run  # noqa: E402  (the studies' one resumable ulmfit step)
+
+from ulmfit_cli.reporting.paper import cell  # noqa: E402
 
 # name -> (what it changes, overrides, epochs as a multiple of --epochs)
 VARIANTS = {
@@ -78,10 +82,7 @@ def epoch_rows(run_dir: Path) -> tuple[list[float], float | None]:
 
 
 def fmt(xs: list[float]) -> str:
-    if not xs:
-        return ""
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{statistics.fmean(xs):.2f} ± {sd:.2f}"
+    return str(cell(pd.Series(xs, dtype=float)))  # "" for none; the report's mean ± std (n=...)
 
 
 def table(a, seeds: list[int], names: list[str]) -> str:

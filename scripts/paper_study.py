@@ -11,7 +11,8 @@ IMDb (Figure 3): the LM fine-tuned on IMDb train + the 50k unlabelled reviews (a
 tokens, bf16), then classifiers on 100 / 500 / 1,000 labels against the same classifier from
 scratch, tested on a fixed sample of the test reviews.
 Two probes of the 100-label result (after imdb; each prints its table): recipe100, one change to
-the classifier recipe at a time; lm_tokens100, the classifier on LMs fine-tuned on 0 to ~21M IMDb tokens.
+the classifier recipe at a time; lm_tokens100, the classifier on LMs fine-tuned on 0 to ~21M IMDb
+tokens, and on the study's LM trained again from a random start.
 
 Every step is skipped when its run dir already holds summary.json, and continued (resume=) when
 it was interrupted, so the study can be stopped and started again. At the end:
@@ -25,16 +26,19 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from realdata_imdb_lowshot import write_split_files  # noqa: E402
 from realdata_trec6 import run  # noqa: E402
+
+from ulmfit_cli.reporting.paper import cell  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LM_VARIANTS = ("lm_ft_full", "lm_ft_discr", "lm_ft_discr_stlr")
@@ -47,25 +51,39 @@ RECIPE_PROBES = {"freez_stlr": "ablation=clf_freez_stlr", "unfreeze_none": "unfr
 PARTS = ("trec6", "imdb", "recipe100", "lm_tokens100")
 
 
-def trec6(out: Path, common: list[str], seeds: list[int], clf_epochs: int) -> None:
-    pre = out / "pretrain"
-    run("pretrain", out, "pretrain", *common, "dataset=wikitext2")
-    clf = [*common, f"train.epochs={clf_epochs}"]
+@dataclass(frozen=True)
+class Study:
+    """Where the study writes and the overrides around each run's own. Hydra lets the last of two
+    settings of a key win, so `forced` (--quick's and the user's) comes after a run's own overrides,
+    and `base` (what a part may change, e.g. the direction) before them."""
+    out: Path
+    shared: Path
+    base: tuple[str, ...]
+    forced: tuple[str, ...]
+
+    def run(self, stage: str, name: str, *overrides: str) -> dict:
+        return run(stage, self.out, name, *self.base, *overrides, *self.forced)
+
+
+def trec6(st: Study, seeds: list[int], clf_epochs: int) -> None:
+    out, pre = st.out, st.out / "pretrain"
+    st.run("pretrain", "pretrain", "dataset=wikitext2")
+    clf = f"train.epochs={clf_epochs}"
     for s in seeds:
         seed = f"seed={s}"
         for v in LM_VARIANTS:
-            run("finetune-lm", out, f"lm/{v}/s{s}", *common, f"ablation={v}", f"pretrained={pre}", seed)
+            st.run("finetune-lm", f"lm/{v}/s{s}", f"ablation={v}", f"pretrained={pre}", seed)
         ref_lm = out / "lm" / "lm_ft_discr_stlr" / f"s{s}"
-        run("train-clf", out, f"clf/reference/s{s}", *clf, f"lm={ref_lm}", seed, f"tag='{REFERENCE_TAGS}'")  # quoted: a list of tags
+        st.run("train-clf", f"clf/reference/s{s}", clf, f"lm={ref_lm}", seed, f"tag='{REFERENCE_TAGS}'")  # quoted: a list of tags
         for v in LM_VARIANTS[:-1]:
-            run("train-clf", out, f"clf/table5_{v}/s{s}", *clf, f"lm={out / 'lm' / v / f's{s}'}", seed, f"tag=table5/{v}")
-        run("train-clf", out, f"clf/table5_lm_ft_none/s{s}", *clf, f"lm={pre}", seed, "tag=table5/lm_ft_none")
-        run("finetune-lm", out, f"lm/no_pretraining/s{s}", *common, "pretrained=null", seed)
-        run("train-clf", out, f"clf/table4_without_pretraining/s{s}", *clf, f"lm={out / 'lm' / 'no_pretraining' / f's{s}'}",
-            seed, "tag=table4/without_pretraining")
+            st.run("train-clf", f"clf/table5_{v}/s{s}", clf, f"lm={out / 'lm' / v / f's{s}'}", seed, f"tag=table5/{v}")
+        st.run("train-clf", f"clf/table5_lm_ft_none/s{s}", clf, f"lm={pre}", seed, "tag=table5/lm_ft_none")
+        st.run("finetune-lm", f"lm/no_pretraining/s{s}", "pretrained=null", seed)
+        st.run("train-clf", f"clf/table4_without_pretraining/s{s}", clf, f"lm={out / 'lm' / 'no_pretraining' / f's{s}'}",
+               seed, "tag=table4/without_pretraining")
         for v in CLF_VARIANTS:
             lm = [] if v == "clf_from_scratch" else [f"lm={ref_lm}"]
-            run("train-clf", out, f"clf/table6_{v}/s{s}", *clf, f"ablation={v}", *lm, seed, f"tag=table6/{v}")
+            st.run("train-clf", f"clf/table6_{v}/s{s}", clf, f"ablation={v}", *lm, seed, f"tag=table6/{v}")
 
 
 def imdb_data(out: Path) -> list[str]:
@@ -81,65 +99,67 @@ def shot(n: int, s: int) -> list[str]:
             f"train.epochs={12 if n <= 100 else 8}"]
 
 
-def imdb_lm(out: Path, common: list[str], shared: Path, name: str, start: Path, epochs: int, *extra: str) -> dict:
-    """An IMDb LM: fine-tuned from `start` on train (less validation) + the 50k unlabelled reviews,
-    ~22.7M tokens an epoch; extra overrides cap the epoch (the schedule spans the capped epoch)."""
-    return run("finetune-lm", out, f"lm/{name}", *common, *imdb_data(out),
-               f"dataset.lm_files=[{shared / 'imdb' / 'unsup.csv.gz'}]", f"train.epochs={epochs}", "precision=bf16",
-               f"pretrained={start}", *extra)
+def imdb_lm(st: Study, name: str, start: Path | None, epochs: int, *extra: str) -> dict:
+    """An IMDb LM: fine-tuned from `start` (None: a random LM) on train (less validation) + the 50k
+    unlabelled reviews, ~22.7M tokens an epoch; extra overrides cap the epoch (the schedule spans
+    the capped epoch)."""
+    return st.run("finetune-lm", f"lm/{name}", *imdb_data(st.out),
+                  f"dataset.lm_files=[{st.shared / 'imdb' / 'unsup.csv.gz'}]", f"train.epochs={epochs}",
+                  "precision=bf16", f"pretrained={start or 'null'}", *extra)
 
 
-def step_cap(common: list[str], steps: int | None) -> list[str]:
-    """train.max_steps_per_epoch=steps, unless the overrides for every run already cap it (--quick)."""
-    capped = any(c.startswith("train.max_steps_per_epoch=") for c in common)
-    return [f"train.max_steps_per_epoch={steps}"] if steps and not capped else []
-
-
-def imdb(out: Path, common: list[str], shared: Path, seeds: list[int], lm_epochs: int, lm_steps: int | None,
-         test_docs: int) -> None:
-    pre = out / "pretrain"
-    run("pretrain", out, "pretrain", *common, "dataset=wikitext2")
-    write_split_files(shared, out / "imdb_data", n_valid=250, n_test=test_docs, seed=0)
+def imdb(st: Study, seeds: list[int], lm_epochs: int, lm_steps: int | None, test_docs: int) -> None:
+    out, pre = st.out, st.out / "pretrain"
+    st.run("pretrain", "pretrain", "dataset=wikitext2")
+    write_split_files(st.shared, out / "imdb_data", n_valid=250, n_test=test_docs, seed=0)
     # Progress is saved every 500 steps, so that stopping the study mid-epoch loses little.
-    lm = imdb_lm(out, common, shared, "imdb", pre, lm_epochs, *step_cap(common, lm_steps), "checkpoint.every_steps=500")
+    cap = [f"train.max_steps_per_epoch={lm_steps}"] if lm_steps else []
+    lm = imdb_lm(st, "imdb", pre, lm_epochs, *cap, "checkpoint.every_steps=500")
     print(f"IMDb LM: ~{lm_trained_tokens(out / 'lm' / 'imdb'):,.0f} tokens trained "
           f"({lm['results']['fwd']['train_tokens']:,} an epoch), val perplexity "
           f"{lm['results']['fwd']['val_perplexity']:.1f}, {lm['wall_time_s']:.0f} s", flush=True)
     for s in seeds:
         for n in SHOTS:
-            run("train-clf", out, f"clf/figure3_{n}_ulmfit/s{s}", *common, *imdb_data(out), *shot(n, s),
-                f"lm={out / 'lm' / 'imdb'}", f"tag=figure3/{n}/ulmfit")
-            run("train-clf", out, f"clf/figure3_{n}_scratch/s{s}", *common, *imdb_data(out), *shot(n, s), "lm=null",
-                f"tag=figure3/{n}/scratch")
+            st.run("train-clf", f"clf/figure3_{n}_ulmfit/s{s}", *imdb_data(out), *shot(n, s),
+                   f"lm={out / 'lm' / 'imdb'}", f"tag=figure3/{n}/ulmfit")
+            st.run("train-clf", f"clf/figure3_{n}_scratch/s{s}", *imdb_data(out), *shot(n, s), "lm=null",
+                   f"tag=figure3/{n}/scratch")
 
 
-def recipe100(out: Path, common: list[str], seeds: list[int]) -> None:
+def recipe100(st: Study, seeds: list[int]) -> None:
     """Why Figure 3's 100-label gap falls short, part 1: one change to the classifier recipe at a
     time, on the study's LM and 100-label samples (after --parts imdb)."""
-    rows = {"reference (the study's run)": [figure3_ref(out, s) for s in seeds]}
+    rows = {"reference (the study's run)": [figure3_ref(st.out, s) for s in seeds]}
     for name, override in RECIPE_PROBES.items():
-        rows[f"`{override}`"] = [run("train-clf", out, f"probe/recipe100_{name}/s{s}", *common, *imdb_data(out),
-                                     *shot(100, s), f"lm={out / 'lm' / 'imdb'}", override) for s in seeds]
+        rows[f"`{override}`"] = [st.run("train-clf", f"probe/recipe100_{name}/s{s}", *imdb_data(st.out),
+                                        *shot(100, s), f"lm={st.out / 'lm' / 'imdb'}", override) for s in seeds]
     print_probe("100 labels, one recipe change", rows)
 
 
-def lm_tokens100(out: Path, common: list[str], shared: Path, seeds: list[int]) -> None:
+def lm_tokens100(st: Study, seeds: list[int]) -> None:
     """Why Figure 3's 100-label gap falls short, part 2: the same classifier on LMs fine-tuned on
     0, ~2.6M, ~10.5M (the study's) and ~21M IMDb tokens (after --parts imdb). The last is a second
-    4,800-step pass warm-started from the study's LM; seed=1 makes it read another shuffle of the reviews."""
+    4,800-step pass warm-started from the study's LM; seed=1 makes it read another shuffle of the
+    reviews. A last row trains the study's LM again from a random LM: what the WikiText-2 start adds."""
+    out = st.out
     refs = [figure3_ref(out, s) for s in seeds]  # before any training: this part builds on the imdb part
     study, pre = out / "lm" / "imdb", out / "pretrain"
-    imdb_lm(out, common, shared, "imdb_1200", pre, 1, *step_cap(common, 1200))
-    imdb_lm(out, common, shared, "imdb_twice", study, 1, "seed=1", *step_cap(common, 4800), "checkpoint.every_steps=500")
+    imdb_lm(st, "imdb_1200", pre, 1, "train.max_steps_per_epoch=1200")
+    imdb_lm(st, "imdb_twice", study, 1, "seed=1", "train.max_steps_per_epoch=4800", "checkpoint.every_steps=500")
+    t = OmegaConf.load(study / ".hydra" / "config.yaml").train
+    imdb_lm(st, "imdb_random", None, t.epochs, f"train.max_steps_per_epoch={t.max_steps_per_epoch}",
+            "checkpoint.every_steps=500")
     tokens = {"pretrain": 0.0, "imdb_1200": lm_trained_tokens(out / "lm" / "imdb_1200"), "imdb": lm_trained_tokens(study)}
     tokens["imdb_twice"] = tokens["imdb"] + lm_trained_tokens(out / "lm" / "imdb_twice")
+    tokens["imdb_random"] = lm_trained_tokens(out / "lm" / "imdb_random")
     rows = {}
     for name, n in tokens.items():
         lm = pre if name == "pretrain" else out / "lm" / name
         text = "WikiText-2" if name == "pretrain" else "IMDb"  # each LM's perplexity is on its own validation text
         label = f"`{lm.relative_to(out)}`: ~{n / 1e6:.1f}M IMDb tokens, {text} val perplexity {perplexity(lm)}"
-        rows[label] = refs if lm == study else [run("train-clf", out, f"probe/lm_tokens100_{name}/s{s}", *common,
-                                                    *imdb_data(out), *shot(100, s), f"lm={lm}") for s in seeds]
+        label += " (from a random LM, no WikiText-2)" if name == "imdb_random" else ""
+        rows[label] = refs if lm == study else [st.run("train-clf", f"probe/lm_tokens100_{name}/s{s}",
+                                                       *imdb_data(out), *shot(100, s), f"lm={lm}") for s in seeds]
     print_probe("100 labels, by the LM's IMDb fine-tuning", rows)
 
 
@@ -159,8 +179,7 @@ def print_probe(title: str, rows: dict[str, list[dict]]) -> None:
     print(f"\n{title}: test error % per seed, mean ± std\n\n| variant | per seed | mean ± std |\n|---|---|---|")
     for label, summaries in rows.items():
         errs = [r["results"]["fwd"]["test_error"] for r in summaries]
-        spread = f" ± {statistics.stdev(errs):.2f}" if len(errs) > 1 else ""
-        print(f"| {label} | {', '.join(f'{e:.2f}' for e in errs)} | {statistics.mean(errs):.2f}{spread} |", flush=True)
+        print(f"| {label} | {', '.join(f'{e:.2f}' for e in errs)} | {cell(pd.Series(errs))} |", flush=True)
 
 
 def lm_trained_tokens(run_dir: Path) -> float:
@@ -185,26 +204,25 @@ def main() -> int:
                     help="cap on IMDb LM fine-tuning steps an epoch (32 x ~70 tokens each; 4,800 is ~10.5M tokens)")
     ap.add_argument("--test-docs", type=int, default=5000, help="IMDb test reviews scored (a fixed sample)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: tiny model, a few steps per epoch")
-    ap.add_argument("extra", nargs="*", help="overrides for every run")
+    ap.add_argument("extra", nargs="*", help="overrides for every run; they win over a part's own settings")
     a = ap.parse_args()
     out, shared = Path(a.out).resolve(), Path(a.shared).resolve()
     seeds = [int(s) for s in a.seeds.split(",")]
     parts = [p for p in a.parts.split(",") if p]
     if unknown := sorted(set(parts) - set(PARTS)):
         ap.error(f"--parts: unknown {', '.join(unknown)}; choose from {', '.join(PARTS)}")
-    quick = ["model=tiny", "train.max_steps_per_epoch=3", "dataset.max_docs=400"] if a.quick else []
-    common = ["experiment=trec6_cpu", "bidirectional=fwd", f"data_root={shared}", "token_cache=off" if a.quick else "",
-              *quick, *a.extra]
-    common = [c for c in common if c]
+    quick = ["model=tiny", "train.max_steps_per_epoch=3", "dataset.max_docs=400", "token_cache=off"] if a.quick else []
+    st = Study(out, shared, base=("experiment=trec6_cpu", "bidirectional=fwd", f"data_root={shared}"),
+               forced=(*quick, *a.extra))
     t0 = time.time()
     if "trec6" in parts:
-        trec6(out, common, seeds, 2 if a.quick else a.clf_epochs)
+        trec6(st, seeds, 2 if a.quick else a.clf_epochs)
     if "imdb" in parts:
-        imdb(out, common, shared, seeds, a.lm_epochs, a.lm_steps, 200 if a.quick else a.test_docs)
+        imdb(st, seeds, a.lm_epochs, a.lm_steps, 200 if a.quick else a.test_docs)
     if "recipe100" in parts:
-        recipe100(out, common, seeds)
+        recipe100(st, seeds)
     if "lm_tokens100" in parts:
-        lm_tokens100(out, common, shared, seeds)
+        lm_tokens100(st, seeds)
     (out / "study.json").write_text(json.dumps({"seeds": seeds, "parts": a.parts, "clf_epochs": a.clf_epochs,
                                                 "lm_epochs": a.lm_epochs, "this_run_wall_time_s": time.time() - t0},
                                                indent=2))

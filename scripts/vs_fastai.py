@@ -42,15 +42,16 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ulmfit_cli.fileutil import write_json  # atomic
+from ulmfit_cli.reporting.paper import cell
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "scripts" / "vs_fastai_worker.py"
@@ -105,10 +106,8 @@ def record_time(seed_dir: Path, step: str, seconds: float, resumed: bool) -> Non
 
 
 def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return None, None
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    c = cell(pd.Series([x for x in xs if x is not None], dtype=float))
+    return (c.mean, c.std) if c.n else (None, None)
 
 
 # --------------------------------------------------------------------------- 1. the splits

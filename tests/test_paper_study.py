@@ -8,13 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def study(out: Path, shared: Path) -> str:
+    # the user's override for every run: it must win over the classifiers' own train.epochs
     cmd = [sys.executable, str(REPO / "scripts" / "paper_study.py"), "--quick", "--seeds", "0",
-           "--parts", "imdb,recipe100,lm_tokens100", "--shared", str(shared), "--out", str(out)]
+           "--parts", "imdb,recipe100,lm_tokens100", "--shared", str(shared), "--out", str(out), "--", "train.epochs=2"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -26,7 +28,7 @@ def test_imdb_probes_run_on_the_lms_they_name_and_resume_as_no_ops(shared_data, 
     # the recipe probe: one row per override, each a run with that override
     for override in ("ablation=clf_freez_stlr", "unfreeze=none", "ablation=clf_last", "model.drop_mult=1.0",
                      "schedule.lr=0.001"):
-        assert re.search(rf"^\| `{re.escape(override)}` \| \d+\.\d\d \| \d+\.\d\d \|$", first, re.M), override
+        assert re.search(rf"^\| `{re.escape(override)}` \| \d+\.\d\d \| \d+\.\d\d \(n=1\) \|$", first, re.M), override
     probe = tmp_path / "probe" / "recipe100_last" / "s0"
     assert "ablation=clf_last" in (probe / ".hydra" / "overrides.yaml").read_text()
     # the LM probe: the warm-started LM starts from the study's LM, reads another shuffle (seed 1),
@@ -35,12 +37,18 @@ def test_imdb_probes_run_on_the_lms_they_name_and_resume_as_no_ops(shared_data, 
     assert Path(twice["started_from"]) == tmp_path / "lm" / "imdb"
     assert "seed=1" in (tmp_path / "lm" / "imdb_twice" / ".hydra" / "overrides.yaml").read_text()
     rows = dict(re.findall(r"^\| `([^`]+)`: ~(\d+\.\d)M IMDb tokens, (?:WikiText-2|IMDb) val perplexity", first, re.M))
-    assert list(rows) == ["pretrain", "lm/imdb_1200", "lm/imdb", "lm/imdb_twice"]
+    assert list(rows) == ["pretrain", "lm/imdb_1200", "lm/imdb", "lm/imdb_twice", "lm/imdb_random"]
     assert rows["pretrain"] == "0.0" and float(rows["lm/imdb_twice"]) >= float(rows["lm/imdb"])
+    assert rows["lm/imdb_random"] == rows["lm/imdb"]  # the study's LM again, from a random start
+    assert re.search(r"^\| `lm/imdb_random`: .* \(from a random LM, no WikiText-2\) \|", first, re.M)
+    random_lm = json.loads((tmp_path / "lm" / "imdb_random" / "summary.json").read_text())
+    assert random_lm.get("started_from") is None
     clf = json.loads((tmp_path / "probe" / "lm_tokens100_pretrain" / "s0" / "summary.json").read_text())
     assert Path(clf["started_from"]) == tmp_path / "pretrain"
-    # --quick's cap of 3 steps an epoch wins over the probes' own caps
-    assert "max_steps_per_epoch=1200" not in (tmp_path / "lm" / "imdb_1200" / ".hydra" / "overrides.yaml").read_text()
+    # --quick's cap and the user's overrides win over each run's own settings (cap 1200, 12 epochs)
+    for run_dir in ("lm/imdb_1200", "lm/imdb_twice", "probe/lm_tokens100_pretrain/s0", "clf/figure3_100_ulmfit/s0"):
+        train = OmegaConf.load(tmp_path / run_dir / ".hydra" / "config.yaml").train
+        assert (train.max_steps_per_epoch, train.epochs) == (3, 2), run_dir
     # resumable: everything is skipped, the same tables print again
     second = study(tmp_path, shared_data)
     assert "$ ulmfit" not in second
