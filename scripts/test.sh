@@ -6,4 +6,7 @@ cd "$(dirname "$0")/.."
 # tests skip, naming the extra. .ci/run installs them all (ULMFIT_EXTRAS).
 ULMFIT_EXTRAS=${ULMFIT_EXTRAS:-dev,sweeps} bash scripts/setup.sh
 . .venv/bin/activate
-python -m pytest -q "$@"
+# Two workers: most tests wait on `ulmfit` subprocesses that start single-threaded (imports, data),
+# so two keep both cores of a small machine busy; --dist loadfile keeps each file's module fixtures
+# (a trained pipeline) on one worker. PYTEST_WORKERS=0 runs them in one process.
+python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
