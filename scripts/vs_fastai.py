@@ -106,7 +106,7 @@ def record_time(seed_dir: Path, step: str, seconds: float, resumed: bool) -> Non
 
 
 def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
-    c = cell(pd.Series([x for x in xs if x is not None], dtype=float))
+    c = cell(pd.Series(xs, dtype=float))  # None becomes NaN, which cell drops
     return (c.mean, c.std) if c.n else (None, None)
 
 
