@@ -10,9 +10,10 @@ The three tables share their reference run (full ULMFiT), tagged for each.
 IMDb (Figure 3): the LM fine-tuned on IMDb train + the 50k unlabelled reviews (at least 10M
 tokens, bf16), then classifiers on 100 / 500 / 1,000 labels against the same classifier from
 scratch, tested on a fixed sample of the test reviews.
-Two probes of the 100-label result (after imdb; each prints its table): recipe100, one change to
+Three probes of the 100-label result (after imdb; each prints its table): recipe100, one change to
 the classifier recipe at a time; lm_tokens100, the classifier on LMs fine-tuned on 0 to ~21M IMDb
-tokens, and on the study's LM trained again from a random start.
+tokens, and on the study's LM trained again from a random start; bidir100, the paper's forward +
+backward ensemble (a backward LM and classifiers, their probabilities averaged with the study's).
 
 Every step is skipped when its run dir already holds summary.json, and continued (resume=) when
 it was interrupted, so the study can be stopped and started again. At the end:
@@ -31,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
@@ -47,8 +49,10 @@ CLF_VARIANTS = ("clf_from_scratch", "clf_full", "clf_full_discr", "clf_last", "c
 REFERENCE_TAGS = "table4/with_pretraining,table5/lm_ft_discr_stlr,table6/clf_freez_discr_stlr"
 SHOTS = (100, 500, 1000)
 RECIPE_PROBES = {"freez_stlr": "ablation=clf_freez_stlr", "unfreeze_none": "unfreeze=none", "last": "ablation=clf_last",
-                 "drop_mult_1": "model.drop_mult=1.0", "lr_0.001": "schedule.lr=0.001"}
-PARTS = ("trec6", "imdb", "recipe100", "lm_tokens100")
+                 "drop_mult_1": "model.drop_mult=1.0", "lr_0.001": "schedule.lr=0.001",
+                 "epochs_48": "train.epochs=48"}
+PARTS = ("trec6", "imdb", "recipe100", "lm_tokens100", "bidir100")
+BWD = "bidirectional=bwd"
 
 
 @dataclass(frozen=True)
@@ -129,10 +133,10 @@ def imdb(st: Study, seeds: list[int], lm_epochs: int, lm_steps: int | None, test
 def recipe100(st: Study, seeds: list[int]) -> None:
     """Why Figure 3's 100-label gap falls short, part 1: one change to the classifier recipe at a
     time, on the study's LM and 100-label samples (after --parts imdb)."""
-    rows = {"reference (the study's run)": [figure3_ref(st.out, s) for s in seeds]}
+    rows = {"reference (the study's run)": [test_error(figure3_ref(st.out, s)) for s in seeds]}
     for name, override in RECIPE_PROBES.items():
-        rows[f"`{override}`"] = [st.run("train-clf", f"probe/recipe100_{name}/s{s}", *imdb_data(st.out),
-                                        *shot(100, s), f"lm={st.out / 'lm' / 'imdb'}", override) for s in seeds]
+        rows[f"`{override}`"] = [test_error(st.run("train-clf", f"probe/recipe100_{name}/s{s}", *imdb_data(st.out),
+                                        *shot(100, s), f"lm={st.out / 'lm' / 'imdb'}", override)) for s in seeds]
     print_probe("100 labels, one recipe change", rows)
 
 
@@ -142,7 +146,7 @@ def lm_tokens100(st: Study, seeds: list[int]) -> None:
     4,800-step pass warm-started from the study's LM; seed=1 makes it read another shuffle of the
     reviews. A last row trains the study's LM again from a random LM: what the WikiText-2 start adds."""
     out = st.out
-    refs = [figure3_ref(out, s) for s in seeds]  # before any training: this part builds on the imdb part
+    refs = [test_error(figure3_ref(out, s)) for s in seeds]  # before any training: this part builds on the imdb part
     study, pre = out / "lm" / "imdb", out / "pretrain"
     imdb_lm(st, "imdb_1200", pre, 1, "train.max_steps_per_epoch=1200")
     imdb_lm(st, "imdb_twice", study, 1, "seed=1", "train.max_steps_per_epoch=4800", "checkpoint.every_steps=500")
@@ -158,9 +162,33 @@ def lm_tokens100(st: Study, seeds: list[int]) -> None:
         text = "WikiText-2" if name == "pretrain" else "IMDb"  # each LM's perplexity is on its own validation text
         label = f"`{lm.relative_to(out)}`: ~{n / 1e6:.1f}M IMDb tokens, {text} val perplexity {perplexity(lm)}"
         label += " (from a random LM, no WikiText-2)" if name == "imdb_random" else ""
-        rows[label] = refs if lm == study else [st.run("train-clf", f"probe/lm_tokens100_{name}/s{s}",
-                                                       *imdb_data(out), *shot(100, s), f"lm={lm}") for s in seeds]
+        rows[label] = refs if lm == study else [test_error(st.run("train-clf", f"probe/lm_tokens100_{name}/s{s}",
+                                                                  *imdb_data(out), *shot(100, s), f"lm={lm}"))
+                                                for s in seeds]
     print_probe("100 labels, by the LM's IMDb fine-tuning", rows)
+
+
+def bidir100(st: Study, seeds: list[int]) -> None:
+    """Why Figure 3's 100-label gap falls short, part 3: the paper's forward + backward ensemble. A
+    backward LM is pretrained and fine-tuned on IMDb as the study's forward one was (the same steps),
+    each seed's 100-label classifier (ULMFiT and from scratch) is trained backward too, and the two
+    directions' test probabilities are averaged (after --parts imdb)."""
+    out = st.out
+    for s in seeds:  # before any training: this part builds on the imdb part
+        figure3_ref(out, s)
+    st.run("pretrain", "pretrain_bwd", "dataset=wikitext2", BWD)
+    t = OmegaConf.load(out / "lm" / "imdb" / ".hydra" / "config.yaml").train
+    imdb_lm(st, "imdb_bwd", out / "pretrain_bwd", t.epochs, f"train.max_steps_per_epoch={t.max_steps_per_epoch}",
+            "checkpoint.every_steps=500", BWD)
+    rows = {}
+    for kind, lm in (("ulmfit", out / "lm" / "imdb_bwd"), ("scratch", None)):
+        fwd = [out / "clf" / f"figure3_100_{kind}" / f"s{s}" for s in seeds]
+        bwd = [out / "probe" / f"bidir100_{kind}_bwd" / f"s{s}" for s in seeds]
+        rows[f"{kind}: fwd (the study's)"] = [test_error(json.loads((d / "summary.json").read_text())) for d in fwd]
+        rows[f"{kind}: bwd"] = [test_error(st.run("train-clf", str(d.relative_to(out)), *imdb_data(out), *shot(100, s),
+                                                  f"lm={lm or 'null'}", BWD)) for s, d in zip(seeds, bwd)]
+        rows[f"{kind}: fwd + bwd"] = [ensemble_error(f, b) for f, b in zip(fwd, bwd)]
+    print_probe("100 labels, forward, backward and their ensemble", rows)
 
 
 def figure3_ref(out: Path, s: int) -> dict:
@@ -171,14 +199,35 @@ def figure3_ref(out: Path, s: int) -> dict:
     return json.loads(path.read_text())
 
 
+def only_result(summary: dict) -> dict:
+    """The results of a one-direction run (fwd or bwd)."""
+    (result,) = summary["results"].values()
+    return result
+
+
+def test_error(summary: dict) -> float:
+    return only_result(summary)["test_error"]
+
+
 def perplexity(lm: Path) -> str:
-    return f"{json.loads((lm / 'summary.json').read_text())['results']['fwd']['val_perplexity']:.1f}"
+    return f"{only_result(json.loads((lm / 'summary.json').read_text()))['val_perplexity']:.1f}"
 
 
-def print_probe(title: str, rows: dict[str, list[dict]]) -> None:
+def ensemble_error(fwd: Path, bwd: Path) -> float:
+    """Test error % of the mean of two runs' class probabilities (their predictions_test.csv, one row
+    per test document in the same order), as a `bidirectional=both` run ensembles its directions."""
+    a, b = (pd.read_csv(d / "predictions_test.csv", keep_default_na=False) for d in (fwd, bwd))
+    if not (a["text"].equals(b["text"]) and a["label"].equals(b["label"])):
+        sys.exit(f"{fwd} and {bwd} scored different test documents; both must read the study's imdb_data.")
+    probs = [c for c in a.columns if c.startswith("p_")]
+    classes = np.array([c[2:] for c in probs])
+    predicted = classes[((a[probs] + b[probs]) / 2).to_numpy().argmax(axis=1)]
+    return 100 * float(np.mean(predicted != a["label"].astype(str).to_numpy()))
+
+
+def print_probe(title: str, rows: dict[str, list[float]]) -> None:
     print(f"\n{title}: test error % per seed, mean ± std\n\n| variant | per seed | mean ± std |\n|---|---|---|")
-    for label, summaries in rows.items():
-        errs = [r["results"]["fwd"]["test_error"] for r in summaries]
+    for label, errs in rows.items():
         print(f"| {label} | {', '.join(f'{e:.2f}' for e in errs)} | {cell(pd.Series(errs))} |", flush=True)
 
 
@@ -196,8 +245,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "outputs" / "paper_study"))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--parts", default="trec6,imdb",
-                    help=f"any of {', '.join(PARTS)}; recipe100 and lm_tokens100 probe Figure 3's 100-label "
-                         "result and need the imdb part's runs")
+                    help=f"any of {', '.join(PARTS)}; recipe100, lm_tokens100 and bidir100 probe Figure 3's "
+                         "100-label result and need the imdb part's runs")
     ap.add_argument("--clf-epochs", type=int, default=12)
     ap.add_argument("--lm-epochs", type=int, default=1, help="IMDb LM fine-tuning epochs (~22.7M tokens each)")
     ap.add_argument("--lm-steps", type=int, default=None,
@@ -223,6 +272,8 @@ def main() -> int:
         recipe100(st, seeds)
     if "lm_tokens100" in parts:
         lm_tokens100(st, seeds)
+    if "bidir100" in parts:
+        bidir100(st, seeds)
     (out / "study.json").write_text(json.dumps({"seeds": seeds, "parts": a.parts, "clf_epochs": a.clf_epochs,
                                                 "lm_epochs": a.lm_epochs, "this_run_wall_time_s": time.time() - t0},
                                                indent=2))
