@@ -88,6 +88,77 @@ def _shape(t: torch.Tensor, *shape: int, what: str) -> None:
         raise FastaiFormatError(f"{what} has shape {tuple(t.shape)}, expected {shape}")
 
 
+def _fastai_embedding(state: dict, used: set, notes: list[str]) -> torch.Tensor:
+    emb = _take(state, used, FASTAI_EMB, *FASTAI_EMB_ALIASES)
+    if emb is None:
+        raise FastaiFormatError(f"it has no {FASTAI_EMB} (the embedding of an AWD_LSTM language model)")
+    if emb.dim() != 2:
+        raise FastaiFormatError(f"{FASTAI_EMB} has shape {tuple(emb.shape)}, expected (vocab, emb)")
+    for alias in FASTAI_EMB_ALIASES:
+        if alias in state:
+            used.add(alias)
+            if state[alias].shape != emb.shape or not torch.equal(state[alias], emb):
+                notes.append(f"{alias} differs from {FASTAI_EMB}; the latter was used")
+    return emb
+
+
+def _fastai_lstm_layer(state: dict, used: set, i: int, n_in: int) -> dict[str, torch.Tensor]:
+    """Layer i's four tensors under ulmfit's names; absent biases are zeros (fastai's are optional)."""
+    p = f"0.rnns.{i}."
+    w_ih = _take(state, used, p + "module.weight_ih_l0", p + "weight_ih_l0")
+    w_hh = _take(state, used, p + "weight_hh_l0_raw", p + "module.weight_hh_l0_raw", p + "module.weight_hh_l0")
+    b_ih = _take(state, used, p + "module.bias_ih_l0", p + "bias_ih_l0")
+    b_hh = _take(state, used, p + "module.bias_hh_l0", p + "bias_hh_l0")
+    if p + "module.weight_hh_l0" in state:  # the last dropped copy (older fastai): the raw one is the weight
+        used.add(p + "module.weight_hh_l0")
+    if w_ih is None or w_hh is None:
+        raise FastaiFormatError(f"layer {i} lacks {p}module.weight_ih_l0 or {p}weight_hh_l0_raw")
+    if w_ih.dim() != 2 or w_ih.size(0) % 4:
+        raise FastaiFormatError(f"{p}module.weight_ih_l0 has shape {tuple(w_ih.shape)}, expected (4*hidden, in)")
+    h = w_ih.size(0) // 4
+    _shape(w_ih, 4 * h, n_in, what=f"{p}module.weight_ih_l0")
+    _shape(w_hh, 4 * h, h, what=f"{p}weight_hh_l0_raw")
+    b_ih = w_ih.new_zeros(4 * h) if b_ih is None else b_ih
+    b_hh = w_ih.new_zeros(4 * h) if b_hh is None else b_hh
+    _shape(b_ih, 4 * h, what=f"{p}module.bias_ih_l0")
+    _shape(b_hh, 4 * h, what=f"{p}module.bias_hh_l0")
+    q = f"encoder.rnns.{i}."
+    return {q + "weight_ih_l0": w_ih, q + "weight_hh_l0_raw": w_hh, q + "bias_ih_l0": b_ih, q + "bias_hh_l0": b_hh}
+
+
+def _fastai_lstm(state: dict, used: set, emb_size: int) -> tuple[dict[str, torch.Tensor], int, int]:
+    """All LSTM layers -> (their tensors, hidden_size, n_layers), checked to be an AWD_LSTM's."""
+    layers = sorted({int(m.group(1)) for k in state if (m := _re_layer.match(k))})
+    if not layers or layers != list(range(len(layers))):
+        raise FastaiFormatError("its LSTM layers 0.rnns.0, 0.rnns.1, ... are missing or not numbered 0..n-1")
+    out: dict = {}
+    hidden_sizes, n_in = [], emb_size
+    for i in layers:
+        tensors = _fastai_lstm_layer(state, used, i, n_in)
+        out.update(tensors)
+        n_in = tensors[f"encoder.rnns.{i}.weight_hh_l0_raw"].size(1)
+        hidden_sizes.append(n_in)
+    if hidden_sizes[-1] != emb_size:
+        raise FastaiFormatError(f"its last LSTM layer has {hidden_sizes[-1]} units but the embedding has "
+                                f"{emb_size}; an AWD_LSTM's last layer matches the embedding size")
+    if len(set(hidden_sizes[:-1])) > 1:
+        raise FastaiFormatError(f"its inner LSTM layers differ in size ({hidden_sizes[:-1]}); "
+                                "an AWD_LSTM has one n_hid")
+    return out, (hidden_sizes[0] if len(layers) > 1 else emb_size), len(layers)
+
+
+def _fastai_decoder(state: dict, used: set, vocab: int, emb_size: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    dec_w = _take(state, used, FASTAI_DEC_W)
+    dec_b = _take(state, used, FASTAI_DEC_B)
+    if dec_w is None:
+        raise FastaiFormatError(f"it has no {FASTAI_DEC_W}: an encoder alone (learn.save_encoder) is not a "
+                                "language model; save the whole LM (learn.save) instead")
+    _shape(dec_w, vocab, emb_size, what=FASTAI_DEC_W)
+    if dec_b is not None:
+        _shape(dec_b, vocab, what=FASTAI_DEC_B)
+    return dec_w, dec_b
+
+
 def from_fastai_lm(fastai_state: Mapping[str, torch.Tensor]) -> tuple[dict, LMSizes, list[str]]:
     """fastai LM state dict -> (ulmfit LanguageModel state dict, sizes, notes).
 
@@ -99,73 +170,20 @@ def from_fastai_lm(fastai_state: Mapping[str, torch.Tensor]) -> tuple[dict, LMSi
     if reverse:
         raise FastaiFormatError(f"it is a bidirectional AWD_LSTM ({reverse[0]}); ulmfit's LSTM layers are "
                                 "one-directional (its backward model is a separate LM, --backward)")
-    emb = _take(state, used, FASTAI_EMB, *FASTAI_EMB_ALIASES)
-    if emb is None:
-        raise FastaiFormatError(f"it has no {FASTAI_EMB} (the embedding of an AWD_LSTM language model)")
-    if emb.dim() != 2:
-        raise FastaiFormatError(f"{FASTAI_EMB} has shape {tuple(emb.shape)}, expected (vocab, emb)")
-    for alias in FASTAI_EMB_ALIASES:
-        if alias in state:
-            used.add(alias)
-            if state[alias].shape != emb.shape or not torch.equal(state[alias], emb):
-                notes.append(f"{alias} differs from {FASTAI_EMB}; the latter was used")
+    emb = _fastai_embedding(state, used, notes)
     vocab, emb_size = emb.shape
-    layers = sorted({int(m.group(1)) for k in state if (m := _re_layer.match(k))})
-    if not layers or layers != list(range(len(layers))):
-        raise FastaiFormatError("its LSTM layers 0.rnns.0, 0.rnns.1, ... are missing or not numbered 0..n-1")
-    n_layers = len(layers)
-    out: dict = {}
-    n_in = emb_size
-    hidden_sizes = []
-    for i in layers:
-        p = f"0.rnns.{i}."
-        w_ih = _take(state, used, p + "module.weight_ih_l0", p + "weight_ih_l0")
-        w_hh = _take(state, used, p + "weight_hh_l0_raw", p + "module.weight_hh_l0_raw", p + "module.weight_hh_l0")
-        b_ih = _take(state, used, p + "module.bias_ih_l0", p + "bias_ih_l0")
-        b_hh = _take(state, used, p + "module.bias_hh_l0", p + "bias_hh_l0")
-        if p + "module.weight_hh_l0" in state:  # the last dropped copy (older fastai): the raw one is the weight
-            used.add(p + "module.weight_hh_l0")
-        if w_ih is None or w_hh is None:
-            raise FastaiFormatError(f"layer {i} lacks {p}module.weight_ih_l0 or {p}weight_hh_l0_raw")
-        if w_ih.dim() != 2 or w_ih.size(0) % 4:
-            raise FastaiFormatError(f"{p}module.weight_ih_l0 has shape {tuple(w_ih.shape)}, expected (4*hidden, in)")
-        h = w_ih.size(0) // 4
-        _shape(w_ih, 4 * h, n_in, what=f"{p}module.weight_ih_l0")
-        _shape(w_hh, 4 * h, h, what=f"{p}weight_hh_l0_raw")
-        b_ih = w_ih.new_zeros(4 * h) if b_ih is None else b_ih
-        b_hh = w_ih.new_zeros(4 * h) if b_hh is None else b_hh
-        _shape(b_ih, 4 * h, what=f"{p}module.bias_ih_l0")
-        _shape(b_hh, 4 * h, what=f"{p}module.bias_hh_l0")
-        q = f"encoder.rnns.{i}."
-        out.update({q + "weight_ih_l0": w_ih, q + "weight_hh_l0_raw": w_hh, q + "bias_ih_l0": b_ih, q + "bias_hh_l0": b_hh})
-        hidden_sizes.append(h)
-        n_in = h
-    if hidden_sizes[-1] != emb_size:
-        raise FastaiFormatError(f"its last LSTM layer has {hidden_sizes[-1]} units but the embedding has "
-                                f"{emb_size}; an AWD_LSTM's last layer matches the embedding size")
-    if len(set(hidden_sizes[:-1])) > 1:
-        raise FastaiFormatError(f"its inner LSTM layers differ in size ({hidden_sizes[:-1]}); an AWD_LSTM has one n_hid")
-    hidden_size = hidden_sizes[0] if n_layers > 1 else emb_size
-    dec_w = _take(state, used, FASTAI_DEC_W)
-    dec_b = _take(state, used, FASTAI_DEC_B)
-    if dec_w is None:
-        raise FastaiFormatError(f"it has no {FASTAI_DEC_W}: an encoder alone (learn.save_encoder) is not a "
-                                "language model; save the whole LM (learn.save) instead")
-    _shape(dec_w, vocab, emb_size, what=FASTAI_DEC_W)
-    if dec_b is not None:
-        _shape(dec_b, vocab, what=FASTAI_DEC_B)
+    lstm, hidden_size, n_layers = _fastai_lstm(state, used, emb_size)
+    dec_w, dec_b = _fastai_decoder(state, used, vocab, emb_size)
     leftover = sorted(set(state) - used)
     if leftover:
         raise FastaiFormatError(f"it has tensors an AWD_LSTM language model does not ({', '.join(leftover[:5])}"
                                 f"{', ...' if len(leftover) > 5 else ''})")
     tied = bool(torch.equal(dec_w, emb))
     emb = emb.detach().float().clone()
+    out = {k: v.detach().float().clone() for k, v in lstm.items()}
     out[EMB] = emb
     out[DEC_W] = emb if tied else dec_w.detach().float().clone()
     out[DEC_B] = emb.new_zeros(vocab) if dec_b is None else dec_b.detach().float().clone()
-    for k in list(out):
-        if k.startswith("encoder.rnns."):
-            out[k] = out[k].detach().float().clone()
     sizes = LMSizes(vocab, emb_size, hidden_size, n_layers, tied, out_bias=dec_b is not None)
     return _ordered(out, n_layers), sizes, notes
 
