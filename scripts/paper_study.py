@@ -112,6 +112,13 @@ def imdb_lm(st: Study, name: str, start: Path | None, epochs: int, *extra: str) 
                   "precision=bf16", f"pretrained={start or 'null'}", *extra)
 
 
+def as_long_as(lm: Path) -> tuple[int, str, str]:
+    """imdb_lm's epochs and overrides for an LM as long as `lm` (its epochs and step cap)."""
+    t = OmegaConf.load(lm / ".hydra" / "config.yaml").train
+    cap = "null" if t.max_steps_per_epoch is None else t.max_steps_per_epoch  # Hydra's None
+    return t.epochs, f"train.max_steps_per_epoch={cap}", "checkpoint.every_steps=500"
+
+
 def imdb(st: Study, seeds: list[int], lm_epochs: int, lm_steps: int | None, test_docs: int) -> None:
     out, pre = st.out, st.out / "pretrain"
     st.run("pretrain", "pretrain", "dataset=wikitext2")
@@ -143,16 +150,15 @@ def recipe100(st: Study, seeds: list[int]) -> None:
 def lm_tokens100(st: Study, seeds: list[int]) -> None:
     """Why Figure 3's 100-label gap falls short, part 2: the same classifier on LMs fine-tuned on
     0, ~2.6M, ~10.5M (the study's) and ~21M IMDb tokens (after --parts imdb). The last is a second
-    4,800-step pass warm-started from the study's LM; seed=1 makes it read another shuffle of the
-    reviews. A last row trains the study's LM again from a random LM: what the WikiText-2 start adds."""
+    pass as long as the study's (4,800 steps with --lm-steps 4800), warm-started from the study's LM;
+    seed=1 makes it read another shuffle of the reviews. A last row trains the study's LM again from
+    a random LM: what the WikiText-2 start adds."""
     out = st.out
     refs = [test_error(figure3_ref(out, s)) for s in seeds]  # before any training: this part builds on the imdb part
     study, pre = out / "lm" / "imdb", out / "pretrain"
     imdb_lm(st, "imdb_1200", pre, 1, "train.max_steps_per_epoch=1200")
-    imdb_lm(st, "imdb_twice", study, 1, "seed=1", "train.max_steps_per_epoch=4800", "checkpoint.every_steps=500")
-    t = OmegaConf.load(study / ".hydra" / "config.yaml").train
-    imdb_lm(st, "imdb_random", None, t.epochs, f"train.max_steps_per_epoch={t.max_steps_per_epoch}",
-            "checkpoint.every_steps=500")
+    imdb_lm(st, "imdb_twice", study, *as_long_as(study), "seed=1")
+    imdb_lm(st, "imdb_random", None, *as_long_as(study))
     tokens = {"pretrain": 0.0, "imdb_1200": lm_trained_tokens(out / "lm" / "imdb_1200"), "imdb": lm_trained_tokens(study)}
     tokens["imdb_twice"] = tokens["imdb"] + lm_trained_tokens(out / "lm" / "imdb_twice")
     tokens["imdb_random"] = lm_trained_tokens(out / "lm" / "imdb_random")
@@ -177,9 +183,7 @@ def bidir100(st: Study, seeds: list[int]) -> None:
     for s in seeds:  # before any training: this part builds on the imdb part
         figure3_ref(out, s)
     st.run("pretrain", "pretrain_bwd", "dataset=wikitext2", BWD)
-    t = OmegaConf.load(out / "lm" / "imdb" / ".hydra" / "config.yaml").train
-    imdb_lm(st, "imdb_bwd", out / "pretrain_bwd", t.epochs, f"train.max_steps_per_epoch={t.max_steps_per_epoch}",
-            "checkpoint.every_steps=500", BWD)
+    imdb_lm(st, "imdb_bwd", out / "pretrain_bwd", *as_long_as(out / "lm" / "imdb"), BWD)
     rows = {}
     for kind, lm in (("ulmfit", out / "lm" / "imdb_bwd"), ("scratch", None)):
         fwd = [out / "clf" / f"figure3_100_{kind}" / f"s{s}" for s in seeds]

@@ -47,7 +47,7 @@ def test_imdb_probes_run_on_the_lms_they_name_and_resume_as_no_ops(shared_data, 
     assert random_lm.get("started_from") is None
     clf = json.loads((tmp_path / "probe" / "lm_tokens100_pretrain" / "s0" / "summary.json").read_text())
     assert Path(clf["started_from"]) == tmp_path / "pretrain"
-    # --quick's cap and the user's overrides win over each run's own caps (1200, 4800) and epochs (1, 12)
+    # --quick's cap and the user's overrides win over each run's own cap (1200) and epochs (1, 12)
     for run_dir in ("lm/imdb_1200", "lm/imdb_twice", "probe/lm_tokens100_pretrain/s0", "clf/figure3_100_ulmfit/s0"):
         train = OmegaConf.load(tmp_path / run_dir / ".hydra" / "config.yaml").train
         assert (train.max_steps_per_epoch, train.epochs) == (3, 2), run_dir
