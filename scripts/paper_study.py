@@ -142,8 +142,8 @@ def recipe100(st: Study, seeds: list[int]) -> None:
     time, on the study's LM and 100-label samples (after --parts imdb)."""
     rows = {"reference (the study's run)": [test_error(figure3_ref(st.out, s)) for s in seeds]}
     for name, override in RECIPE_PROBES.items():
-        rows[f"`{override}`"] = [test_error(st.run("train-clf", f"probe/recipe100_{name}/s{s}", *imdb_data(st.out),
-                                        *shot(100, s), f"lm={st.out / 'lm' / 'imdb'}", override)) for s in seeds]
+        rows[f"`{override}`"] = [clf100(st, f"recipe100_{name}", s, f"lm={st.out / 'lm' / 'imdb'}", override)
+                                 for s in seeds]
     print_probe("100 labels, one recipe change", rows)
 
 
@@ -168,9 +168,7 @@ def lm_tokens100(st: Study, seeds: list[int]) -> None:
         text = "WikiText-2" if name == "pretrain" else "IMDb"  # each LM's perplexity is on its own validation text
         label = f"`{lm.relative_to(out)}`: ~{n / 1e6:.1f}M IMDb tokens, {text} val perplexity {perplexity(lm)}"
         label += " (from a random LM, no WikiText-2)" if name == "imdb_random" else ""
-        rows[label] = refs if lm == study else [test_error(st.run("train-clf", f"probe/lm_tokens100_{name}/s{s}",
-                                                                  *imdb_data(out), *shot(100, s), f"lm={lm}"))
-                                                for s in seeds]
+        rows[label] = refs if lm == study else [clf100(st, f"lm_tokens100_{name}", s, f"lm={lm}") for s in seeds]
     print_probe("100 labels, by the LM's IMDb fine-tuning", rows)
 
 
@@ -187,12 +185,16 @@ def bidir100(st: Study, seeds: list[int]) -> None:
     rows = {}
     for kind, lm in (("ulmfit", out / "lm" / "imdb_bwd"), ("scratch", None)):
         fwd = [out / "clf" / f"figure3_100_{kind}" / f"s{s}" for s in seeds]
-        bwd = [out / "probe" / f"bidir100_{kind}_bwd" / f"s{s}" for s in seeds]
         rows[f"{kind}: fwd (the study's)"] = [test_error(json.loads((d / "summary.json").read_text())) for d in fwd]
-        rows[f"{kind}: bwd"] = [test_error(st.run("train-clf", str(d.relative_to(out)), *imdb_data(out), *shot(100, s),
-                                                  f"lm={lm or 'null'}", BWD)) for s, d in zip(seeds, bwd)]
+        rows[f"{kind}: bwd"] = [clf100(st, f"bidir100_{kind}_bwd", s, f"lm={lm or 'null'}", BWD) for s in seeds]
+        bwd = [out / "probe" / f"bidir100_{kind}_bwd" / f"s{s}" for s in seeds]
         rows[f"{kind}: fwd + bwd"] = [ensemble_error(f, b) for f, b in zip(fwd, bwd)]
     print_probe("100 labels, forward, backward and their ensemble", rows)
+
+
+def clf100(st: Study, probe: str, s: int, *overrides: str) -> float:
+    """Test error % of a probe's 100-label classifier on seed s's sample (run dir probe/PROBE/sS)."""
+    return test_error(st.run("train-clf", f"probe/{probe}/s{s}", *imdb_data(st.out), *shot(100, s), *overrides))
 
 
 def figure3_ref(out: Path, s: int) -> dict:
