@@ -178,27 +178,38 @@ def bidir100(st: Study, seeds: list[int]) -> None:
     each seed's 100-label classifier (ULMFiT and from scratch) is trained backward too, and the two
     directions' test probabilities are averaged (after --parts imdb)."""
     out = st.out
-    for s in seeds:  # before any training: this part builds on the imdb part
-        figure3_ref(out, s)
+    kinds = {"ulmfit": out / "lm" / "imdb_bwd", "scratch": None}
+    # before any training: this part builds on the imdb part's forward runs, both kinds
+    fwd = {kind: [test_error(figure3_ref(out, s, kind)) for s in seeds] for kind in kinds}
     st.run("pretrain", "pretrain_bwd", "dataset=wikitext2", BWD)
     imdb_lm(st, "imdb_bwd", out / "pretrain_bwd", *as_long_as(out / "lm" / "imdb"), BWD)
     rows = {}
-    for kind, lm in (("ulmfit", out / "lm" / "imdb_bwd"), ("scratch", None)):
-        fwd = [out / "clf" / f"figure3_100_{kind}" / f"s{s}" for s in seeds]
-        rows[f"{kind}: fwd (the study's)"] = [test_error(json.loads((d / "summary.json").read_text())) for d in fwd]
-        rows[f"{kind}: bwd"] = [clf100(st, f"bidir100_{kind}_bwd", s, f"lm={lm or 'null'}", BWD) for s in seeds]
-        bwd = [out / "probe" / f"bidir100_{kind}_bwd" / f"s{s}" for s in seeds]
-        rows[f"{kind}: fwd + bwd"] = [ensemble_error(f, b) for f, b in zip(fwd, bwd)]
+    for kind, lm in kinds.items():
+        probe = f"bidir100_{kind}_bwd"
+        rows[f"{kind}: fwd (the study's)"] = fwd[kind]
+        rows[f"{kind}: bwd"] = [clf100(st, probe, s, f"lm={lm or 'null'}", BWD) for s in seeds]
+        rows[f"{kind}: fwd + bwd"] = [ensemble_error(figure3_100(out, kind, s), probe_dir(out, probe, s))
+                                      for s in seeds]
     print_probe("100 labels, forward, backward and their ensemble", rows)
 
 
+def probe_dir(out: Path, probe: str, s: int) -> Path:
+    return out / "probe" / probe / f"s{s}"
+
+
 def clf100(st: Study, probe: str, s: int, *overrides: str) -> float:
-    """Test error % of a probe's 100-label classifier on seed s's sample (run dir probe/PROBE/sS)."""
-    return test_error(st.run("train-clf", f"probe/{probe}/s{s}", *imdb_data(st.out), *shot(100, s), *overrides))
+    """Test error % of a probe's 100-label classifier on seed s's sample (run dir probe_dir)."""
+    name = str(probe_dir(st.out, probe, s).relative_to(st.out))
+    return test_error(st.run("train-clf", name, *imdb_data(st.out), *shot(100, s), *overrides))
 
 
-def figure3_ref(out: Path, s: int) -> dict:
-    path = out / "clf" / "figure3_100_ulmfit" / f"s{s}" / "summary.json"
+def figure3_100(out: Path, kind: str, s: int) -> Path:
+    """The imdb part's 100-label run dir of seed s: kind "ulmfit" or "scratch"."""
+    return out / "clf" / f"figure3_100_{kind}" / f"s{s}"
+
+
+def figure3_ref(out: Path, s: int, kind: str = "ulmfit") -> dict:
+    path = figure3_100(out, kind, s) / "summary.json"
     if not path.exists():
         sys.exit(f"{path} is missing: the probes compare against the study's own 100-label runs; "
                  f"run --parts imdb --seeds {s} first.")
