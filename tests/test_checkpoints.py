@@ -1,6 +1,5 @@
 """Checkpoints load without executing code, and broken ones are clear errors."""
 import os
-from pathlib import Path
 
 import pytest
 import torch

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ulmfit
+from conftest import installed, ulmfit
 
 # One epoch of three batches, one thread (other processes may share the 2 cores): about 2 s a job.
 TINY = ["experiment=quickstart", "schedule=stlr", "lm=null", "bidirectional=fwd", "progress=none", "train.epochs=1", "unfreeze=none",
@@ -174,7 +173,7 @@ def test_mean_and_std_over_seeds(tmp_path):
 ])
 @pytest.mark.integration
 def test_process_launchers_write_the_sweep_table(tmp_path, launcher, module, extra):
-    if importlib.util.find_spec(module) is None:
+    if not installed(module):
         pytest.skip(f"{module} is not installed (pip install 'ulmfit-cli[sweeps]')")
     ulmfit("train-clf", "-m", *TINY, "schedule.cut_frac=0.1,0.2", f"hydra/launcher={launcher}", *extra, cwd=tmp_path)
     (sweep,) = sweep_dirs(tmp_path)

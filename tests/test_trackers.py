@@ -8,7 +8,6 @@ of the packages' servers and run in seconds.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, assert_clean_error, ulmfit
+from conftest import FAST, assert_clean_error, installed, ulmfit
 from ulmfit_cli import config
 from ulmfit_cli.errors import UserError
 from ulmfit_cli.reporting.metrics import MetricsWriter
@@ -35,7 +34,7 @@ EXTRA = "pip install -e '.[tracking]'"
 
 
 def needs(*modules: str):
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    missing = [m for m in modules if not installed(m)]
     return pytest.mark.skipif(bool(missing), reason=f"{missing} not installed ({EXTRA})")
 
 
@@ -172,7 +171,7 @@ def test_a_bad_wandb_mode_is_a_clear_error(monkeypatch):
 # -- TensorBoard and W&B (offline): one classifier run logging to both --------------------------------
 @pytest.fixture(scope="module")
 def tb_wandb_run(tmp_path_factory):
-    if importlib.util.find_spec("tensorboard") is None or importlib.util.find_spec("wandb") is None:
+    if not (installed("tensorboard") and installed("wandb")):
         pytest.skip(f"tensorboard/wandb not installed ({EXTRA})")
     cwd = tmp_path_factory.mktemp("tb_wandb")
     env = {"WANDB_MODE": "offline", "WANDB_PROJECT": "from-env", "WANDB_SILENT": "true"}
@@ -300,7 +299,7 @@ class MlflowServer:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    if importlib.util.find_spec("mlflow") is None:
+    if not installed("mlflow"):
         pytest.skip(f"mlflow not installed ({EXTRA})")
     server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
     try:
