@@ -42,7 +42,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -156,26 +155,57 @@ def run_lm(a) -> None:
 
 
 # --------------------------------------------------------------------------- classifier
+def clf_dataloaders(a, splits: dict, vocab: list, classes: list):
+    """fastai DataLoaders over the three splits in order (train, valid, test: dls[0..2]), the
+    tokens numericalized with the fine-tuned LM's vocabulary; also each split's item indices."""
+    from fastai.text.all import Categorize, Datasets, ItemGetter, Numericalize, Pad_Chunk, SortedDL
+
+    tok = tokenizer(a.tokenizer)
+    items, idx, start = [], [], 0
+    for df in splits.values():
+        items += list(zip(tok(list(df.text)), df.label))
+        idx.append(list(range(start, start + len(df))))
+        start += len(df)
+    dsets = Datasets(items, [[ItemGetter(0), Numericalize(vocab=vocab)], [ItemGetter(1), Categorize(vocab=classes)]],
+                     splits=idx, dl_type=SortedDL)
+    dls = dsets.dataloaders(bs=a.bs, val_bs=a.bs, before_batch=Pad_Chunk(seq_len=a.bptt), device=torch.device("cpu"))
+    return dls, idx
+
+
+def clf_plan(epochs: int) -> list[tuple]:
+    """(phase, freeze_to argument (None: as created, 0: unfreeze), epochs, lr) per phase."""
+    lrs = CLF_LRS
+    return [("head", None, 1, lrs[0]), ("freeze_to(-2)", -2, 1, slice(lrs[1] / 2.6 ** 4, lrs[1])),
+            ("freeze_to(-3)", -3, 1, slice(lrs[2] / 2.6 ** 4, lrs[2])),
+            ("unfreeze", 0, max(epochs - 3, 0), slice(lrs[3] / 2.6 ** 4, lrs[3]))]
+
+
+def fit_plan(learn, out: Path, plan: list[tuple], epochs_left: int) -> tuple[dict, list[dict]]:
+    """Train the phases of `plan` until `epochs_left` epochs are spent: seconds per phase, history."""
+    phases, hist = {}, []
+    for name, n, epochs, lr in plan:
+        epochs = min(epochs, epochs_left)
+        if epochs <= 0:
+            break
+        if n == 0:
+            learn.unfreeze()
+        elif n is not None:
+            learn.freeze_to(n)
+        phases[name], h = fit(learn, out, name, epochs, lr)
+        hist += h
+        epochs_left -= epochs
+    return phases, hist
+
+
 def run_clf(a) -> None:
-    from fastai.text.all import (AWD_LSTM, Categorize, Datasets, ItemGetter, Numericalize, Pad_Chunk, SortedDL,
-                                 accuracy, awd_lstm_clas_config, text_classifier_learner)
+    from fastai.text.all import AWD_LSTM, accuracy, awd_lstm_clas_config, text_classifier_learner
 
     set_up(a)
     out, data, lm = Path(a.out), Path(a.data), Path(a.lm)
     t_start = time.perf_counter()
     splits = {s: read_split(data, s) for s in ("train", "valid", "test")}
-    tok = tokenizer(a.tokenizer)
-    items, idx, start = [], [], 0
-    for s in ("train", "valid", "test"):
-        df = splits[s]
-        items += list(zip(tok(list(df.text)), df.label))
-        idx.append(list(range(start, start + len(df))))
-        start += len(df)
     classes = sorted(set(splits["train"].label))
-    vocab = pickle.loads((lm / "models" / "vocab.pkl").read_bytes())
-    dsets = Datasets(items, [[ItemGetter(0), Numericalize(vocab=vocab)], [ItemGetter(1), Categorize(vocab=classes)]],
-                     splits=idx, dl_type=SortedDL)
-    dls = dsets.dataloaders(bs=a.bs, val_bs=a.bs, before_batch=Pad_Chunk(seq_len=a.bptt), device=torch.device("cpu"))
+    dls, idx = clf_dataloaders(a, splits, pickle.loads((lm / "models" / "vocab.pkl").read_bytes()), classes)
     (out / "models").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(lm / "models" / "finetuned.pth", out / "models" / "finetuned.pth")
     sizes = json.loads((Path(a.pretrained) / "fastai_config.json").read_text())["fwd"]
@@ -185,22 +215,8 @@ def run_clf(a) -> None:
     learn = learn.load_encoder("finetuned")  # and freeze(): only the head trains first
     t_setup = time.perf_counter() - t_start
 
-    lrs = CLF_LRS
-    plan = [("head", None, 1, lrs[0]), ("freeze_to(-2)", -2, 1, slice(lrs[1] / 2.6 ** 4, lrs[1])),
-            ("freeze_to(-3)", -3, 1, slice(lrs[2] / 2.6 ** 4, lrs[2])),
-            ("unfreeze", 0, max(a.epochs - 3, 0), slice(lrs[3] / 2.6 ** 4, lrs[3]))]
-    phases, hist, left = {}, [], a.epochs
-    for name, n, epochs, lr in plan:
-        epochs = min(epochs, left)
-        if epochs <= 0:
-            break
-        if n == 0:
-            learn.unfreeze()
-        elif n is not None:
-            learn.freeze_to(n)
-        phases[name], h = fit(learn, out, name, epochs, lr)
-        hist += h
-        left -= epochs
+    plan = clf_plan(a.epochs)
+    phases, hist = fit_plan(learn, out, plan, a.epochs)
     t_pred = time.perf_counter()
     with learn.no_bar():
         probs, targs = learn.get_preds(dl=dls[2])  # back in dataset order (SortedDL reorders)
