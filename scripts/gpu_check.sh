@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA path, checked and measured on a bare GPU machine in one go (issue 19): ~8 minutes on one H200.
+# The CUDA path, checked and measured on a bare GPU machine in one go: ~8 minutes on one H200.
 #
 #   bash scripts/gpu_check.sh OUT_DIR
 #

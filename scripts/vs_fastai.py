@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """ulmfit against fastai 2.8.12's own ULMFiT (the reference implementation): same data, same
-pretrained model, same budget, several seeds (issue 21, section 1).
+pretrained model, same budget, several seeds.
 
     python scripts/vs_fastai.py [--shared ../shared/data] [--out outputs/vs_fastai] [--seeds 0,1,2]
                                 [--tasks trec6,agnews] [-- extra ulmfit overrides]

@@ -1,4 +1,4 @@
-"""The CUDA path (issue 19): checks that need a GPU, run with `pytest -m cuda` (scripts/gpu_check.sh).
+"""The CUDA path: checks that need a GPU, run with `pytest -m cuda` (scripts/gpu_check.sh).
 
 Every test here is marked `cuda` (the default run deselects them: pyproject's addopts) and skips
 where torch sees no GPU. ULMFIT_CUDA_TESTS_DEVICE=cpu runs the tests that drive the console

@@ -1,4 +1,4 @@
-"""The parts of the CUDA branches that a CPU can check (issue 19); tests/test_cuda.py has the rest."""
+"""The parts of the CUDA branches that a CPU can check; tests/test_cuda.py has the rest."""
 from __future__ import annotations
 
 import torch
