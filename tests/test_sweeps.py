@@ -180,3 +180,22 @@ def test_process_launchers_write_the_sweep_table(tmp_path, launcher, module, ext
     rows = read_csv(sweep / "sweep.csv")
     assert sorted(r["schedule.cut_frac"] for r in rows) == ["0.1", "0.2"]
     assert [r["status"] for r in rows] == ["ok", "ok"] and sorted(r["job"] for r in rows) == ["0", "1"]
+
+
+def test_a_launcher_or_sweeper_without_its_plugin_names_the_extra(tmp_path):
+    """Hydra alone says `Could not find 'hydra/launcher/joblib'`; ulmfit names the package and the
+    extra, also for a plugin an experiment file picks, before Hydra writes anything."""
+    from ulmfit_cli.commands.stage import check_plugins
+    from ulmfit_cli.errors import UserError
+
+    def without(missing):
+        return lambda module: module != missing
+
+    with pytest.raises(UserError, match=r"hydra/launcher=joblib needs Hydra's hydra-joblib-launcher plugin.*\[sweeps\]"):
+        check_plugins(["-m", "hydra/launcher=joblib"], installed=without("hydra_plugins.hydra_joblib_launcher"))
+    with pytest.raises(UserError, match=r"hydra/sweeper=optuna needs Hydra's hydra-optuna-sweeper plugin"):
+        check_plugins(["-m", "experiment=optuna_lr"], installed=without("hydra_plugins.hydra_optuna_sweeper"))
+    with pytest.raises(UserError, match="hydra-submitit-launcher"):
+        check_plugins(["hydra/launcher=submitit_slurm_ddp"], installed=without("hydra_plugins.hydra_submitit_launcher"))
+    check_plugins(["-m", "hydra/launcher=joblib", "experiment=optuna_lr"], installed=lambda module: True)
+    check_plugins(["-m", "hydra/launcher=basic", "experiment=sweep_stlr"], installed=lambda module: False)  # no plugin needed

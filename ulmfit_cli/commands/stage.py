@@ -8,6 +8,7 @@ dealt with; then each job makes the run context and runs the recipe.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -50,6 +51,50 @@ def refuse_existing_run_dir(argv: list[str]) -> None:
             f"hydra.run.dir={d} already holds the outputs of an earlier run; ulmfit never overwrites them.",
             "Pick a new directory (or leave hydra.run.dir unset), or continue it with resume=<that dir>.",
         )
+
+
+# Hydra launcher/sweeper options that come from a plugin package (the sweeps extra), by module.
+SUBMITIT = "hydra_plugins.hydra_submitit_launcher"
+PLUGINS = {
+    "hydra/launcher": {"joblib": "hydra_plugins.hydra_joblib_launcher", "submitit_local": SUBMITIT,
+                       "submitit_slurm": SUBMITIT, "submitit_slurm_ddp": SUBMITIT, "submitit_slurm_gpu": SUBMITIT},
+    "hydra/sweeper": {"optuna": "hydra_plugins.hydra_optuna_sweeper"},
+}
+
+
+def module_installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package (hydra_plugins) is missing
+        return False
+
+
+def plugin_choices(argv: list[str]) -> list[tuple[str, str]]:
+    """The (group, option) pairs of PLUGINS that argv picks, directly or through an experiment
+    file's `override /hydra/...` defaults."""
+    picked = []
+    for a in argv:
+        key, _, value = a.lstrip("+~").partition("=")
+        if key in PLUGINS:
+            picked.append((key, value))
+        elif key == "experiment" and (f := Path(config.conf_dir()) / "experiment" / f"{value}.yaml").is_file():
+            for entry in OmegaConf.load(f).get("defaults") or []:
+                if OmegaConf.is_dict(entry):
+                    picked += [(k.removeprefix("override /"), str(v)) for k, v in entry.items()
+                               if k.removeprefix("override /") in PLUGINS]
+    return picked
+
+
+def check_plugins(argv: list[str], installed=module_installed) -> None:
+    """Without its plugin, Hydra only says the option is not found; name the package to install."""
+    for group, option in plugin_choices(argv):
+        module = PLUGINS[group].get(option)
+        if module and not installed(module):
+            package = module.removeprefix("hydra_plugins.").replace("_", "-")
+            raise UserError(
+                f"{group}={option} needs Hydra's {package} plugin, which is not installed in this environment.",
+                "Install the sweeps extra: pip install 'ulmfit-cli[sweeps]' (from a checkout: pip install -e '.[sweeps]').",
+            )
 
 
 MIN_FREE_BYTES = 1 << 16  # what Hydra writes before the job starts (.hydra/, train.log), with room to spare
@@ -156,6 +201,7 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
         check_outputs_writable(argv, subcommand)
         argv = expand_resume(subcommand, argv)
         misplaced_tracker_keys(argv)
+        check_plugins(argv)
     argv = distributed.rewrite_argv(argv)  # under torchrun: ranks > 0 write nothing
 
     def task(cfg):
