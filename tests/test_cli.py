@@ -187,3 +187,11 @@ def test_torch_loads_with_a_short_openmp_spin_unless_the_user_set_one(tmp_path, 
     assert "GOMP_SPINCOUNT = '1000'" in shown.stdout + shown.stderr
     mine = ulmfit("train-clf", "--cfg", "job", cwd=tmp_path, env={**env, "GOMP_SPINCOUNT": "300000"})
     assert "GOMP_SPINCOUNT = '300000'" in mine.stdout + mine.stderr
+
+
+def test_two_hydra_mode_flags_are_a_clear_error(tmp_path):
+    """Hydra raises a bare ValueError (a traceback) for -m with --cfg; nothing is written."""
+    proc = ulmfit("train-clf", "-m", "experiment=quickstart", "--cfg", "job", cwd=tmp_path, check=False)
+    assert_clean_error(proc, "--cfg and --multirun were both given", "Drop all but one")
+    assert proc.returncode == 2 and not (tmp_path / "outputs").exists()
+    assert "train" in ulmfit("train-clf", "experiment=quickstart", "--cfg", "job", cwd=tmp_path).stdout

@@ -192,9 +192,24 @@ def multirun_first(argv: list[str]) -> list[str]:
     return flags[:1] + [a for a in argv if a not in MULTIRUN_FLAGS] if flags else argv
 
 
+# Hydra's mode flags: one at most (Hydra itself raises a bare ValueError).
+MODE_FLAGS = {"-m": "--multirun", "--multirun": "--multirun", "-r": "--run", "--run": "--run", "-c": "--cfg",
+              "--cfg": "--cfg", "-i": "--info", "--info": "--info", "-sc": "--shell-completion",
+              "--shell-completion": "--shell-completion"}
+
+
+def one_mode_flag(argv: list[str]) -> None:
+    modes = sorted({MODE_FLAGS[a] for a in argv if a in MODE_FLAGS})
+    if len(modes) > 1:
+        raise UserError(f"{' and '.join(modes)} were both given; Hydra takes one of --run, --multirun (-m), "
+                        "--cfg, --info and --shell-completion at a time.",
+                        "Drop all but one (to see a sweep's config: --cfg job without -m).")
+
+
 def run_stage(subcommand: str, argv: list[str]) -> int:
     config.register()
     config_name = STAGES[subcommand][0]
+    one_mode_flag(argv)
     argv = multirun_first(argv)
     if os.environ.get(distributed.CHILD_ENV) != "1":  # started by distributed=ddp: the parent job checked these
         refuse_existing_run_dir(argv)
