@@ -1,7 +1,6 @@
 """Shared fixtures: run the real console script in a scratch directory."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -35,15 +34,6 @@ def assert_clean_error(proc, *needles):
     assert "Traceback" not in err, err
     for n in needles:
         assert n in err, f"{n!r} not in:\n{err}"
-
-
-def installed(module: str) -> bool:
-    """Whether `module` can be imported; False too when its parent package is missing
-    (find_spec("hydra_plugins.x") raises rather than returning None without hydra_plugins)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_clean_error, installed, ulmfit
+from conftest import assert_clean_error, ulmfit
+from ulmfit_cli.config import module_installed
 
 # Variable BPTT and AR/TAR on (every rank must draw the same lengths and average the same terms);
 # one thread per process: the 2 cores are shared with other processes.
@@ -162,7 +163,7 @@ def test_distributed_bad_inputs_are_clear_errors(tmp_path):
 def test_ddp_job_under_the_submitit_launcher(tmp_path):
     """What a SLURM job does (hydra/launcher=submitit_slurm_ddp), run locally: the sweep job starts
     the 2 processes itself and its job dir holds the one set of outputs."""
-    if not installed("hydra_plugins.hydra_submitit_launcher"):
+    if not module_installed("hydra_plugins.hydra_submitit_launcher"):
         pytest.skip("hydra-submitit-launcher is not installed (pip install 'ulmfit-cli[sweeps]')")
     ulmfit("pretrain", "-m", *ARGS, *SHORT, "distributed=ddp", "distributed.nproc=2", "hydra/launcher=submitit_local",
            cwd=tmp_path)
@@ -173,7 +174,7 @@ def test_ddp_job_under_the_submitit_launcher(tmp_path):
     assert len(metrics(jobs[0])) == 4
 
 
-@pytest.mark.skipif(not installed("hydra_plugins.hydra_submitit_launcher"),
+@pytest.mark.skipif(not module_installed("hydra_plugins.hydra_submitit_launcher"),
                     reason="hydra-submitit-launcher is not installed (pip install 'ulmfit-cli[sweeps]')")
 def test_slurm_ddp_launcher_config_composes(tmp_path):
     proc = ulmfit("pretrain", "hydra/launcher=submitit_slurm_ddp", "distributed=ddp", "--cfg", "hydra", "-p",

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, installed, ulmfit
+from conftest import REPO, ulmfit
+from ulmfit_cli.config import module_installed
 
 # The quickstart recipe (tiny model, embedded sample) under each study: `experiment=[quickstart,<study>]`.
 TINY = ["lm=null", "bidirectional=fwd", "progress=none", "train.epochs=1", "dataset.max_docs=100", "train.bs=16",
@@ -73,7 +74,7 @@ def test_study_lowshot_trains_on_n_examples(tmp_path):
 @pytest.mark.integration
 def test_optuna_search_returns_the_objective_and_writes_the_tables(tmp_path):
     for module in ("optuna", "hydra_plugins.hydra_optuna_sweeper"):
-        if not installed(module):
+        if not module_installed(module):
             pytest.skip(f"{module} is not installed (pip install 'ulmfit-cli[sweeps]')")
     ulmfit("train-clf", "-m", with_study("optuna_lr"), *TINY, "hydra.sweeper.n_trials=2", cwd=tmp_path)
     sweep = the_sweep(tmp_path)

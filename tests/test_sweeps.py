@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import installed, ulmfit
+from conftest import ulmfit
+from ulmfit_cli.config import module_installed
 
 # One epoch of three batches, one thread (other processes may share the 2 cores): about 2 s a job.
 TINY = ["experiment=quickstart", "schedule=stlr", "lm=null", "bidirectional=fwd", "progress=none", "train.epochs=1", "unfreeze=none",
@@ -173,7 +174,7 @@ def test_mean_and_std_over_seeds(tmp_path):
 ])
 @pytest.mark.integration
 def test_process_launchers_write_the_sweep_table(tmp_path, launcher, module, extra):
-    if not installed(module):
+    if not module_installed(module):
         pytest.skip(f"{module} is not installed (pip install 'ulmfit-cli[sweeps]')")
     ulmfit("train-clf", "-m", *TINY, "schedule.cut_frac=0.1,0.2", f"hydra/launcher={launcher}", *extra, cwd=tmp_path)
     (sweep,) = sweep_dirs(tmp_path)
@@ -190,6 +191,9 @@ def test_a_launcher_or_sweeper_without_its_plugin_names_the_extra(tmp_path):
 
     def without(missing):
         return lambda module: module != missing
+
+    assert not module_installed("no_such_package.no_such_plugin")  # find_spec alone raises here
+    assert module_installed("hydra") and module_installed("omegaconf.omegaconf")
 
     with pytest.raises(UserError, match=r"hydra/launcher=joblib needs Hydra's hydra-joblib-launcher plugin.*\[sweeps\]"):
         check_plugins(["-m", "hydra/launcher=joblib"], installed=without("hydra_plugins.hydra_joblib_launcher"))

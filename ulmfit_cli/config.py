@@ -13,6 +13,7 @@ line that repeats a schema default, the copy that could drift from it.
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -290,6 +291,17 @@ def argv_value(argv: list[str], key: str, default: str | None = None) -> str | N
     return next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith(f"{key}=")), default)
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
 def is_multirun(argv: list[str]) -> bool:
     """Whether a stage's command line asks Hydra for a sweep."""
-    return any(a in ("-m", "--multirun") or a.lower() == "hydra.mode=multirun" for a in argv)
+    return any(a in MULTIRUN_FLAGS or a.lower() == "hydra.mode=multirun" for a in argv)
+
+
+def module_installed(module: str) -> bool:
+    """Whether an optional module (an extra's, a Hydra plugin's) can be imported."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing (hydra_plugins for hydra_plugins.x)
+        return False

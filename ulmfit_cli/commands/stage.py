@@ -8,7 +8,6 @@ dealt with; then each job makes the run context and runs the recipe.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -62,13 +61,6 @@ PLUGINS = {
 }
 
 
-def module_installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package (hydra_plugins) is missing
-        return False
-
-
 def plugin_choices(argv: list[str]) -> list[tuple[str, str]]:
     """The (group, option) pairs of PLUGINS that argv picks, directly or through an experiment
     file's `override /hydra/...` defaults."""
@@ -78,14 +70,13 @@ def plugin_choices(argv: list[str]) -> list[tuple[str, str]]:
         if key in PLUGINS:
             picked.append((key, value))
         elif key == "experiment" and (f := Path(config.conf_dir()) / "experiment" / f"{value}.yaml").is_file():
-            for entry in OmegaConf.load(f).get("defaults") or []:
-                if OmegaConf.is_dict(entry):
-                    picked += [(k.removeprefix("override /"), str(v)) for k, v in entry.items()
-                               if k.removeprefix("override /") in PLUGINS]
+            entries = [e for e in OmegaConf.load(f).get("defaults") or [] if OmegaConf.is_dict(e)]
+            groups = [(k.removeprefix("override /"), str(v)) for e in entries for k, v in e.items()]
+            picked += [(group, option) for group, option in groups if group in PLUGINS]
     return picked
 
 
-def check_plugins(argv: list[str], installed=module_installed) -> None:
+def check_plugins(argv: list[str], installed=config.module_installed) -> None:
     """Without its plugin, Hydra only says the option is not found; name the package to install."""
     for group, option in plugin_choices(argv):
         module = PLUGINS[group].get(option)
@@ -182,14 +173,11 @@ def run_job(subcommand: str, cfg) -> dict | float:
     return objective_value(summary, cfg.objective) if cfg.objective else summary
 
 
-MULTIRUN_FLAGS = ("-m", "--multirun")
-
-
 def multirun_first(argv: list[str]) -> list[str]:
     """-m/--multirun anywhere on the line, moved where Hydra's parser accepts it (before the
     overrides): `ulmfit train-clf experiment=quickstart -m schedule.cut_frac=0.1,0.2` is a sweep."""
-    flags = [a for a in argv if a in MULTIRUN_FLAGS]
-    return flags[:1] + [a for a in argv if a not in MULTIRUN_FLAGS] if flags else argv
+    flags = [a for a in argv if a in config.MULTIRUN_FLAGS]
+    return flags[:1] + [a for a in argv if a not in config.MULTIRUN_FLAGS] if flags else argv
 
 
 # Hydra's mode flags: one at most (Hydra itself raises a bare ValueError).
