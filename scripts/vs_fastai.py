@@ -257,12 +257,13 @@ class Runner:
         csv_data = ["dataset=csv", f"dataset.data_dir={data}", "dataset.train_file=train.csv",
                     "dataset.valid_file=valid.csv", "dataset.test_file=test.csv", f"seed={seed}"]
         fa = ["--data", str(data), "--seed", str(seed)]
-        self.fastai("lm", d / "fastai_lm", d, *fa, "--epochs", str(a.lm_epochs))
-        self.ulmfit("finetune-lm", d / "ulmfit_lm_fwd", *csv_data, f"pretrained={self.out / 'pretrain'}",
-                    "bidirectional=fwd", f"train.epochs={a.lm_epochs}", seed_dir=d)
-        self.fastai("clf", d / "fastai_clf", d, *fa, "--lm", str(d / "fastai_lm"), "--epochs", str(a.clf_epochs))
-        self.ulmfit("train-clf", d / "ulmfit_clf_fwd", *csv_data, f"lm={d / 'ulmfit_lm_fwd'}", "bidirectional=fwd",
-                    f"train.epochs={a.clf_epochs}", *self.clf_extra, seed_dir=d)
+        if not a.bwd_only:
+            self.fastai("lm", d / "fastai_lm", d, *fa, "--epochs", str(a.lm_epochs))
+            self.ulmfit("finetune-lm", d / "ulmfit_lm_fwd", *csv_data, f"pretrained={self.out / 'pretrain'}",
+                        "bidirectional=fwd", f"train.epochs={a.lm_epochs}", seed_dir=d)
+            self.fastai("clf", d / "fastai_clf", d, *fa, "--lm", str(d / "fastai_lm"), "--epochs", str(a.clf_epochs))
+            self.ulmfit("train-clf", d / "ulmfit_clf_fwd", *csv_data, f"lm={d / 'ulmfit_lm_fwd'}", "bidirectional=fwd",
+                        f"train.epochs={a.clf_epochs}", *self.clf_extra, seed_dir=d)
         if not a.no_bwd:
             self.ulmfit("finetune-lm", d / "ulmfit_lm_bwd", *csv_data, f"pretrained={self.out / 'pretrain'}",
                         "bidirectional=bwd", f"train.epochs={a.lm_epochs}", seed_dir=d)
@@ -513,7 +514,10 @@ def main() -> int:
     ap.add_argument("--fastai-python", default=str(REPO / ".venv-fastai" / "bin" / "python"))
     ap.add_argument("--fastai-tokenizer", default="ulmfit", choices=["ulmfit", "fastai"],
                     help="ulmfit: fastai reads ulmfit's word tokens (default); fastai: its own spaCy tokenizer (needs spaCy)")
-    ap.add_argument("--no-bwd", action="store_true", help="skip ulmfit's bwd runs (and so the ensemble row)")
+    bwd = ap.add_mutually_exclusive_group()
+    bwd.add_argument("--no-bwd", action="store_true", help="skip ulmfit's bwd runs (and so the ensemble row)")
+    bwd.add_argument("--bwd-only", action="store_true",
+                     help="only ulmfit's bwd runs: a second process beside one run with --no-bwd on other seeds")
     ap.add_argument("--max-train", type=int, default=None, help="cap the train split (smoke runs)")
     ap.add_argument("--max-pretrain-docs", type=int, default=None, help="dataset.max_docs for pretraining (smoke runs)")
     ap.add_argument("--report-only", action="store_true", help="only (re)write results.md/json from what exists")
