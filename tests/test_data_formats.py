@@ -293,6 +293,30 @@ def test_bad_lm_files_are_clean_errors(tmp_path, case):
     assert_clean_error(proc, *needles)
 
 
+@pytest.mark.parametrize("name, body, needles", [
+    ("train.csv", "text;label\n{};a\n", ["one column named 'text;label'", "semicolon-separated",
+                                         "pd.read_csv(path, sep=';').to_csv(new_path, index=False)"]),
+    ("train.csv", "text\tlabel\n{}\ta\n", ["tab-separated", "a CSV file is read as comma-separated",
+                                           "Rename it to .tsv"]),
+    ("train.tsv", "text,label\n{},a\n", ["comma-separated", "Rename it to .csv"]),
+    ("train.tsv", "text|label\n{}|a\n", ["pipe-separated", "to_csv(new_path, index=False, sep='\\t')"]),
+])
+def test_a_table_with_another_separator_names_it(tmp_path, name, body, needles):
+    """A spreadsheet saved with `;` must not be a request for a column named 'text;label'."""
+    (tmp_path / name).write_text(body.format(doc(0)), encoding="utf-8")
+    with pytest.raises(UserError) as err:
+        load_dataset(DatasetConfig(name="csv", data_dir=str(tmp_path), train_file=name))
+    for n in needles:
+        assert n in str(err.value), str(err.value)
+
+
+def test_one_column_holding_a_separator_in_its_text_is_read(tmp_path):
+    write_train_csv(tmp_path / "train.csv")
+    (tmp_path / "one.csv").write_text("text\nfell; then rose | again\n", encoding="utf-8")
+    ds = load_dataset(DatasetConfig(name="csv", data_dir=str(tmp_path), train_file="train.csv", lm_files=["one.csv"]))
+    assert ds.lm_extra == ["fell; then rose | again"]
+
+
 @pytest.mark.integration
 def test_hf_without_a_path_is_a_clean_error(tmp_path):
     proc = ulmfit("finetune-lm", *FAST, "pretrained=null", "bidirectional=fwd", "dataset=hf", cwd=tmp_path, check=False)

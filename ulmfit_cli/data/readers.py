@@ -402,7 +402,7 @@ def _parse_frame(path: Path, text: str, sep: str, header: int | None) -> pd.Data
     """pandas' C parser: the 50k-row IMDb files take a second instead of a minute with `csv`.
     Everything is read as text and nothing is turned into NaN, so a review saying "NA" survives."""
     try:
-        return pd.read_csv(
+        frame = pd.read_csv(
             io.StringIO(text),
             sep=sep,
             header=header,
@@ -419,6 +419,31 @@ def _parse_frame(path: Path, text: str, sep: str, header: int | None) -> pd.Data
             f"{path} is not a well-formed {'TSV' if sep == chr(9) else 'CSV'} file: {exc}.",
             "Fix the quoting/column count, or name the right file with dataset.train_file=.",
         ) from exc
+    if header is not None:
+        _check_separator(path, frame, sep)
+    return frame
+
+
+def _check_separator(path: Path, frame: pd.DataFrame, sep: str) -> None:
+    """A file saved with another separator (a European spreadsheet's `;`) parses as one column whose
+    name holds the real header; say so rather than ask for a column named `text;label`."""
+    kind = "TSV" if sep == "\t" else "CSV"
+    if len(frame.columns) != 1:
+        return
+    header = str(frame.columns[0])
+    other = next((c for c in (";", "\t", "|", ",") if c != sep and c in header), None)
+    if other is None:
+        return
+    name = {";": "semicolon", "\t": "tab", "|": "pipe", ",": "comma"}
+    renamed = {"\t": ".tsv", ",": ".csv"}.get(other)
+    tab = ", sep='\\t'" if sep == "\t" else ""
+    fix = (f"Rename it to {renamed} ({renamed}.gz if gzipped)" if renamed else f"Save it {name[sep]}-separated "
+           f"(pandas: pd.read_csv(path, sep={other!r}).to_csv(new_path, index=False{tab}))")
+    raise UserError(
+        f"{path} reads as a {kind} with one column named {header!r}: its header looks {name[other]}-separated, "
+        f"and a {kind} file is read as {name[sep]}-separated.",
+        f"{fix}, then run again.",
+    )
 
 
 def _text_cols(cfg: Any) -> list[str]:
