@@ -166,6 +166,9 @@ def test_mean_and_std_over_seeds(tmp_path):
     assert float(agg[("32", "std")]["fwd.val_error"]) == pytest.approx(14.1421356)
     assert agg[("16", "mean")]["n"] == "2" and agg[("16", "mean")]["seed"] == "0,1"
     assert "mean±std" in (sweep / "report" / "report.md").read_text()
+    # Two run dirs given by hand: the report goes beside them, not into the first run.
+    assert main([str(sweep / "0"), str(sweep / "2")]) == 0
+    assert len(read_csv(sweep / "report" / "report.csv")) == 2 and not (sweep / "0" / "report").exists()
 
 
 @pytest.mark.parametrize("launcher,module,extra", [

@@ -2,14 +2,15 @@
 
 DIR is a run dir, a multirun sweep dir (outputs/multirun/<stage>/<time>) or any folder of run
 dirs (e.g. outputs/). Jobs still running (no summary.json yet) are listed as running. Writes
-report.csv, report.md and PNG plots into --out (default: <first DIR>/report/). With --paper, also
-paper.md: the paper's ablation tables beside the runs tagged `tag=<table>/<variant>`
-(reporting/paper.py; scripts/paper_study.py makes such runs).
+report.csv, report.md and PNG plots into --out (default: DIR/report/; for several DIRs, report/
+in the folder they share). With --paper, also paper.md: the paper's ablation tables beside the
+runs tagged `tag=<table>/<variant>` (reporting/paper.py; scripts/paper_study.py makes such runs).
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ulmfit report", usage=SYNOPSIS, description=(
         "One table (and plots) for run dirs, a multirun sweep dir, or a folder of run dirs."))
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run dir, sweep dir (outputs/multirun/<stage>/<time>) or folder of runs")
-    p.add_argument("--out", metavar="DIR", help="where report.csv, report.md and the PNGs go (default: <first DIR>/report)")
+    p.add_argument("--out", metavar="DIR", help="where report.csv, report.md and the PNGs go (default: DIR/report; for several DIRs, "
+                   "report/ in the folder they share, not inside one of the runs)")
     p.add_argument("--metric", metavar="NAME",
                    help="metric for the sweep plot and 'best' (e.g. fwd.val_accuracy, test_error); "
                         "default: the validation error (classifiers) or perplexity (LMs)")
@@ -207,12 +209,23 @@ def print_console(df: pd.DataFrame, metric: str | None, header: list[str], rows:
     console.print(Text(f"report: {out / 'report.md'}, {out / 'report.csv'} and {n_plots} plots in {out}"))
 
 
+def default_out(dirs: list[Path]) -> Path:
+    """DIR/report for one DIR; for several, report/ in their shared folder, so that a report on two
+    seeds' runs is not written into the first one's run dir."""
+    if len(dirs) == 1:
+        return dirs[0] / "report"
+    try:
+        return Path(os.path.commonpath([str(d) for d in dirs])) / "report"
+    except ValueError:  # relative and absolute paths mixed
+        return Path(os.path.commonpath([str(d.resolve()) for d in dirs])) / "report"
+
+
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     dirs = [Path(d) for d in args.dirs]
     df = load_runs(dirs)
     metric = choose_metric(df, args.metric)
-    out = Path(args.out) if args.out else dirs[0] / "report"
+    out = Path(args.out) if args.out else default_out(dirs)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
