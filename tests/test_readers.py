@@ -8,6 +8,7 @@ import types
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
@@ -385,6 +386,19 @@ def test_unseen_labels_warn_with_at_most_five(tmp_path):
     assert len(ds.valid_texts) == 9
     (w,) = [w for w in ds.warnings if "not seen in train" in w]
     assert "8 valid row(s)" in w and "v.csv" in w and "new0" in w and "new7" not in w and "3 more" in w
+    assert "count as errors in accuracy and are left out of the loss" in w
+
+
+def test_rows_with_unseen_labels_are_wrong_and_out_of_the_loss():
+    from ulmfit_cli.stages.clf import label_ids, scores
+
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.9, 0.1], [0.4, 0.6]])
+    gold = label_ids(["a", "b", "new", "new"], ["a", "b"], False)
+    s = scores(probs, gold)
+    assert list(gold) == [0, 1, -1, -1]
+    assert s["accuracy"] == 0.5 and s["error"] == 50.0
+    assert s["loss"] == pytest.approx(-(np.log(0.8) + np.log(0.7)) / 2, abs=1e-6)  # not log(0.1), log(0.6)
+    assert np.isnan(scores(probs[2:], gold[2:])["loss"])
 
 
 def test_empty_text_rows_are_dropped_with_count(tmp_path):

@@ -822,7 +822,10 @@ def _classes(source: str, train: _Split, valid: _Split, test: _Split, warnings: 
         if unseen:
             names = sorted(_label_set(unseen) - known)
             more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
-            warnings.append(f"{split.source}: {len(unseen)} {what} row(s) carry labels not seen in train: {names[:5]}{more}.")
+            how = ("those labels are left out of the scores" if isinstance(unseen[0], (list, tuple)) else
+                   "these rows count as errors in accuracy and are left out of the loss")
+            warnings.append(f"{split.source}: {len(unseen)} {what} row(s) carry labels not seen in train: "
+                            f"{names[:5]}{more}; {how}.")
     return classes
 
 

@@ -82,7 +82,10 @@ def scores(probs: np.ndarray, labels: np.ndarray, multi_label: bool = False, thr
         acc = float((pred == gold).all(1).mean())
         return {"loss": loss, "accuracy": acc, "error": 100 * (1 - acc), "f1_micro": f1_micro,
                 "f1_macro": f1_macro, "threshold": float(threshold)}
-    loss = float(-np.log(probs[np.arange(len(labels)), labels] + eps).mean())
+    # A label unseen in train (id -1) has no probability: such rows count as errors in accuracy
+    # and are left out of the loss (indexing with -1 would score them on the last class).
+    known = np.flatnonzero(labels >= 0)
+    loss = float(-np.log(probs[known, labels[known]] + eps).mean()) if len(known) else float("nan")
     acc = float((probs.argmax(1) == labels).mean())
     return {"loss": loss, "accuracy": acc, "error": 100 * (1 - acc)}
 
