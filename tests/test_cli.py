@@ -101,6 +101,26 @@ def test_evaluate_scores_the_recorded_test_split(pipeline):
     assert out["accuracy"] == pytest.approx(summary["results"]["ensemble"]["test_accuracy"], abs=1e-6)
 
 
+def test_evaluate_a_new_labelled_file_with_its_own_column_names(pipeline):
+    """input= scores any labelled file; a row whose label train never saw is wrong and out of the loss."""
+    cwd, runs = pipeline
+    run = runs["train-clf"][0]
+    split = json.loads(ulmfit("evaluate", f"run={run}", "split=test", cwd=cwd).stdout)
+    rows = list(csv.DictReader(open(run / "predictions_test.csv", newline="")))
+    with open(cwd / "new.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerows([("review", "gold"), *((r["text"], r["label"]) for r in rows), ("an unseen kind of text", "zzz")])
+    proc = ulmfit("evaluate", f"run={run}", "input=new.csv", "text_col=review", "label_col=gold", cwd=cwd)
+    out = json.loads(proc.stdout)
+    assert out["n"] == split["n"] + 1 == len(rows) + 1
+    assert out["accuracy"] == pytest.approx(split["accuracy"] * split["n"] / (split["n"] + 1), abs=1e-9)
+    assert out["loss"] == pytest.approx(split["loss"], abs=1e-6)
+    assert "1 labelled row(s) carry labels not seen in train: ['zzz']" in proc.stderr
+    proc = ulmfit("evaluate", f"run={run}", "input=new.csv", cwd=cwd, check=False)
+    assert proc.returncode == 2
+    assert_clean_error(proc, "new.csv has no column 'text'", "text_col=review")
+
+
 def test_multirun_flag_moves_before_the_overrides():
     from ulmfit_cli.commands.stage import multirun_first
 

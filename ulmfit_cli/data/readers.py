@@ -546,29 +546,32 @@ def read_column(path: Path, column: str, key: str) -> list[str] | None:
     return ["" if v is None else str(v) for v in get_col(column)]
 
 
+DATASET_KEYS = ("dataset.text_cols", "dataset.label_col")
+
+
 def _columns_split(source: str, present: list, get_col: Callable[[str], list], cfg: Any,
-                   labelled: bool = True) -> _Split:
-    """Join `dataset.text_cols` into one text per row; labels from `dataset.label_col` if `labelled`."""
+                   labelled: bool = True, keys: tuple[str, str] = DATASET_KEYS) -> _Split:
+    """Join `dataset.text_cols` into one text per row; labels from `dataset.label_col` if `labelled`.
+    `keys` name the settings that choose the columns, for the errors."""
     text_cols, label_col = _text_cols(cfg), (cfg.label_col if labelled else None)
     for col in text_cols:
         if col not in present:
-            example = present[0] if len(present) == 1 else f"[{','.join(str(c) for c in present if c != label_col)}]"
-            raise _missing_column(source, col, present, "dataset.text_cols", example)
+            rest = [str(c) for c in present if c != label_col] or [str(c) for c in present]
+            example = rest[0] if len(rest) == 1 or keys != DATASET_KEYS else f"[{','.join(rest)}]"
+            raise _missing_column(source, col, present, keys[0], example)
     if label_col is not None and label_col not in present:
         others = [c for c in present if c not in text_cols]
-        raise _missing_column(
-            source, label_col, present, "dataset.label_col",
-            (others[0] if others else "...") + " (or null for an unlabelled LM corpus)",
-        )
+        unlabelled = " (or null for an unlabelled LM corpus)" if keys == DATASET_KEYS else ""
+        raise _missing_column(source, label_col, present, keys[1], (others[0] if others else "...") + unlabelled)
     columns = [get_col(c) for c in text_cols]
     texts = [_join_fields(list(row)) for row in zip(*columns)]
     labels = get_col(label_col) if label_col is not None else None
     return _Split(texts, labels, source)
 
 
-def _table_file(path: Path, cfg: Any, warnings: list[str], key: str) -> _Split:
+def _table_file(path: Path, cfg: Any, warnings: list[str], key: str, keys: tuple[str, str] = DATASET_KEYS) -> _Split:
     present, get_col = _table_columns(path, _file_format(path, cfg, key), warnings)
-    return _columns_split(str(path), present, get_col, cfg)
+    return _columns_split(str(path), present, get_col, cfg, keys=keys)
 
 
 def _jsonl_rows(path: Path, content: str) -> list[dict]:
@@ -814,19 +817,34 @@ def _classes(source: str, train: _Split, valid: _Split, test: _Split, warnings: 
             f"The labels of {source} hold only {len(classes)} class(es) {classes}; a classifier needs two or more.",
             "Check dataset.label_col= names the label column (or set it to null for an unlabelled LM corpus).",
         )
-    known = set(classes)
     for split, what in ((valid, "valid"), (test, "test")):
-        if split.labels is None:
-            continue
-        unseen = [lab for lab in split.labels if not _label_set([lab]) <= known]
-        if unseen:
-            names = sorted(_label_set(unseen) - known)
-            more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
-            how = ("those labels are left out of the scores" if isinstance(unseen[0], (list, tuple)) else
-                   "these rows count as errors in accuracy and are left out of the loss")
-            warnings.append(f"{split.source}: {len(unseen)} {what} row(s) carry labels not seen in train: "
-                            f"{names[:5]}{more}; {how}.")
+        _warn_unseen(split, what, classes, warnings)
     return classes
+
+
+def _warn_unseen(split: _Split, what: str, classes: list[str], warnings: list[str]) -> None:
+    if split.labels is None:
+        return
+    known = set(classes)
+    unseen = [lab for lab in split.labels if not _label_set([lab]) <= known]
+    if unseen:
+        names = sorted(_label_set(unseen) - known)
+        more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
+        how = ("those labels are left out of the scores" if isinstance(unseen[0], (list, tuple)) else
+               "these rows count as errors in accuracy and are left out of the loss")
+        warnings.append(f"{split.source}: {len(unseen)} {what} row(s) carry labels not seen in train: "
+                        f"{names[:5]}{more}; {how}.")
+
+
+def read_labelled_file(path: Path, cfg: Any, classes: list[str], key: str,
+                       keys: tuple[str, str]) -> tuple[list[str], list, list[str]]:
+    """(texts, labels, warnings) of one labelled table read as the dataset `cfg` reads its files
+    (text_cols joined, label_col, multi-labels split on label_sep); labels outside `classes` warn.
+    `key` names the setting that gave the file, `keys` those that name its columns."""
+    warnings: list[str] = []
+    split = _normalise(_table_file(path, cfg, warnings, key, keys), cfg, warnings)
+    _warn_unseen(split, "labelled", classes, warnings)
+    return split.texts, split.labels, warnings
 
 
 def _finish(cfg: Any, raw: _Raw) -> TextDataset:
