@@ -159,16 +159,16 @@ def lm_tokens100(st: Study, seeds: list[int]) -> None:
     imdb_lm(st, "imdb_1200", pre, 1, "train.max_steps_per_epoch=1200")
     imdb_lm(st, "imdb_twice", study, *as_long_as(study), "seed=1")
     imdb_lm(st, "imdb_random", None, *as_long_as(study))
-    tokens = {"pretrain": 0.0, "imdb_1200": lm_trained_tokens(out / "lm" / "imdb_1200"), "imdb": lm_trained_tokens(study)}
-    tokens["imdb_twice"] = tokens["imdb"] + lm_trained_tokens(out / "lm" / "imdb_twice")
-    tokens["imdb_random"] = lm_trained_tokens(out / "lm" / "imdb_random")
+    lms = {"pretrain": pre, **{name: out / "lm" / name for name in ("imdb_1200", "imdb", "imdb_twice", "imdb_random")}}
+    tokens = {name: 0.0 if lm == pre else lm_trained_tokens(lm) for name, lm in lms.items()}
+    tokens["imdb_twice"] += tokens["imdb"]  # warm-started from the study's LM: its tokens count too
+    notes = {"imdb_random": " (from a random LM, no WikiText-2)"}
     rows = {}
-    for name, n in tokens.items():
-        lm = pre if name == "pretrain" else out / "lm" / name
-        text = "WikiText-2" if name == "pretrain" else "IMDb"  # each LM's perplexity is on its own validation text
-        label = f"`{lm.relative_to(out)}`: ~{n / 1e6:.1f}M IMDb tokens, {text} val perplexity {perplexity(lm)}"
-        label += " (from a random LM, no WikiText-2)" if name == "imdb_random" else ""
-        rows[label] = refs if lm == study else [clf100(st, f"lm_tokens100_{name}", s, f"lm={lm}") for s in seeds]
+    for name, lm in lms.items():
+        text = "WikiText-2" if lm == pre else "IMDb"  # each LM's perplexity is on its own validation text
+        label = f"`{lm.relative_to(out)}`: ~{tokens[name] / 1e6:.1f}M IMDb tokens, {text} val perplexity {perplexity(lm)}"
+        rows[label + notes.get(name, "")] = refs if lm == study else [
+            clf100(st, f"lm_tokens100_{name}", s, f"lm={lm}") for s in seeds]
     print_probe("100 labels, by the LM's IMDb fine-tuning", rows)
 
 

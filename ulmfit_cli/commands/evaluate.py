@@ -71,10 +71,8 @@ def read_input(a, dataset, classes: list[str]) -> tuple[list[str], list]:
     path = Path(a.input)
     if not path.is_file():
         raise UserError(f"input={a.input}: no such file.", "Give a labelled .csv, .tsv, .jsonl or .parquet file.")
-    if a.text_col is not None:
-        dataset.text_cols = [a.text_col]
-    if a.label_col is not None:
-        dataset.label_col = a.label_col
+    columns = {"text_cols": None if a.text_col is None else [a.text_col], "label_col": a.label_col}
+    dataset = OmegaConf.merge(dataset, {k: v for k, v in columns.items() if v is not None})
     if dataset.label_col is None:
         raise UserError(f"input={a.input}: this run's dataset has no label column.", "Name it with label_col=.")
     texts, labels, warnings = read_labelled_file(path, dataset, classes, "input", ("text_col", "label_col"))
