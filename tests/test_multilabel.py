@@ -143,6 +143,10 @@ def test_evaluate_multilabel_uses_the_tuned_threshold(multilabel_run):
     s = json.loads((run / "summary.json").read_text())["results"]["ensemble"]
     assert res["threshold"] == s["val_threshold"]
     assert res["f1_micro"] == pytest.approx(s["test_f1_micro"], abs=1e-6)
+    # The test file again as a new input: read with the run's label column and '|' separator.
+    proc = ulmfit("evaluate", f"run={run}", "input=test.csv", cwd=cwd)
+    assert json.loads(proc.stdout)["f1_micro"] == pytest.approx(res["f1_micro"], abs=1e-9)
+    assert "['weather']; those labels are left out of the scores" in proc.stderr
 
 
 @pytest.mark.integration
