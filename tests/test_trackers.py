@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST, assert_clean_error, ulmfit
-from ulmfit_cli.config import module_installed
 from ulmfit_cli import config
 from ulmfit_cli.errors import UserError
 from ulmfit_cli.reporting.metrics import MetricsWriter
@@ -35,7 +34,7 @@ EXTRA = "pip install -e '.[tracking]'"
 
 
 def needs(*modules: str):
-    missing = [m for m in modules if not module_installed(m)]
+    missing = [m for m in modules if not config.module_installed(m)]
     return pytest.mark.skipif(bool(missing), reason=f"{missing} not installed ({EXTRA})")
 
 
@@ -172,7 +171,7 @@ def test_a_bad_wandb_mode_is_a_clear_error(monkeypatch):
 # -- TensorBoard and W&B (offline): one classifier run logging to both --------------------------------
 @pytest.fixture(scope="module")
 def tb_wandb_run(tmp_path_factory):
-    if not (module_installed("tensorboard") and module_installed("wandb")):
+    if not (config.module_installed("tensorboard") and config.module_installed("wandb")):
         pytest.skip(f"tensorboard/wandb not installed ({EXTRA})")
     cwd = tmp_path_factory.mktemp("tb_wandb")
     env = {"WANDB_MODE": "offline", "WANDB_PROJECT": "from-env", "WANDB_SILENT": "true"}
@@ -300,7 +299,7 @@ class MlflowServer:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    if not module_installed("mlflow"):
+    if not config.module_installed("mlflow"):
         pytest.skip(f"mlflow not installed ({EXTRA})")
     server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
     try:

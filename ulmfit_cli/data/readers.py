@@ -416,7 +416,7 @@ def _parse_frame(path: Path, text: str, sep: str, header: int | None) -> pd.Data
         raise UserError(f"{path} is empty.", "Give a file with a header line and at least one row.") from exc
     except pd.errors.ParserError as exc:
         raise UserError(
-            f"{path} is not a well-formed {'TSV' if sep == chr(9) else 'CSV'} file: {exc}.",
+            f"{path} is not a well-formed {_table_kind(sep)} file: {exc}.",
             "Fix the quoting/column count, or name the right file with dataset.train_file=.",
         ) from exc
     if header is not None:
@@ -424,17 +424,23 @@ def _parse_frame(path: Path, text: str, sep: str, header: int | None) -> pd.Data
     return frame
 
 
+def _table_kind(sep: str) -> str:
+    return "TSV" if sep == "\t" else "CSV"
+
+
+_SEPARATORS = {";": "semicolon", "\t": "tab", "|": "pipe", ",": "comma"}
+
+
 def _check_separator(path: Path, frame: pd.DataFrame, sep: str) -> None:
     """A file saved with another separator (a European spreadsheet's `;`) parses as one column whose
     name holds the real header; say so rather than ask for a column named `text;label`."""
-    kind = "TSV" if sep == "\t" else "CSV"
     if len(frame.columns) != 1:
         return
     header = str(frame.columns[0])
-    other = next((c for c in (";", "\t", "|", ",") if c != sep and c in header), None)
+    other = next((c for c in _SEPARATORS if c != sep and c in header), None)
     if other is None:
         return
-    name = {";": "semicolon", "\t": "tab", "|": "pipe", ",": "comma"}
+    kind, name = _table_kind(sep), _SEPARATORS
     renamed = {"\t": ".tsv", ",": ".csv"}.get(other)
     tab = ", sep='\\t'" if sep == "\t" else ""
     fix = (f"Rename it to {renamed} ({renamed}.gz if gzipped)" if renamed else f"Save it {name[sep]}-separated "
@@ -557,11 +563,12 @@ def _columns_split(source: str, present: list, get_col: Callable[[str], list], c
     for col in text_cols:
         if col not in present:
             rest = [str(c) for c in present if c != label_col] or [str(c) for c in present]
-            example = rest[0] if len(rest) == 1 or keys != DATASET_KEYS else f"[{','.join(rest)}]"
+            takes_list = keys[0].endswith("_cols")  # dataset.text_cols=[a,b]; evaluate's text_col= takes one
+            example = f"[{','.join(rest)}]" if takes_list and len(rest) > 1 else rest[0]
             raise _missing_column(source, col, present, keys[0], example)
     if label_col is not None and label_col not in present:
         others = [c for c in present if c not in text_cols]
-        unlabelled = " (or null for an unlabelled LM corpus)" if keys == DATASET_KEYS else ""
+        unlabelled = " (or null for an unlabelled LM corpus)" if keys[1] == "dataset.label_col" else ""
         raise _missing_column(source, label_col, present, keys[1], (others[0] if others else "...") + unlabelled)
     columns = [get_col(c) for c in text_cols]
     texts = [_join_fields(list(row)) for row in zip(*columns)]
