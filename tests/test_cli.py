@@ -119,6 +119,9 @@ def test_evaluate_a_new_labelled_file_with_its_own_column_names(pipeline):
     proc = ulmfit("evaluate", f"run={run}", "input=new.csv", cwd=cwd, check=False)
     assert proc.returncode == 2
     assert_clean_error(proc, "new.csv has no column 'text'", "text_col=review")
+    proc = ulmfit("evaluate", f"run={run}", "input=new.csv", "split=valid", cwd=cwd, check=False)
+    assert proc.returncode == 2
+    assert_clean_error(proc, "input=new.csv and split=valid both name what to score", "one or the other")
 
 
 def test_multirun_flag_moves_before_the_overrides():
@@ -161,7 +164,11 @@ def test_csv_without_the_named_columns(tmp_path):
     (tmp_path / "d.csv").write_text("review,stars\ngood film,5\nbad film,1\n")
     proc = ulmfit("train-clf", *FAST, "lm=null", "dataset=csv", f"dataset.train_file={tmp_path / 'd.csv'}",
                   cwd=tmp_path, check=False)
-    assert_clean_error(proc, "text", "review")
+    assert_clean_error(proc, "has no column 'text'", "dataset.text_cols=[review]")
+    # the hint is an override Hydra takes: with it, the label column is what is missing
+    proc = ulmfit("train-clf", *FAST, "lm=null", "dataset=csv", f"dataset.train_file={tmp_path / 'd.csv'}",
+                  "dataset.text_cols=[review]", cwd=tmp_path, check=False)
+    assert_clean_error(proc, "has no column 'label'", "dataset.label_col=stars")
 
 
 def test_empty_dataset(tmp_path):

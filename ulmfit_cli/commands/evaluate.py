@@ -28,7 +28,7 @@ USAGE = ("usage: ulmfit evaluate run=<train-clf run dir> [split=test|valid] [dir
 @dataclass
 class EvaluateArgs:
     run: str = "???"
-    split: str = "test"
+    split: Optional[str] = None  # test, unless input= names a file of its own
     direction: str = "all"
     data_root: Optional[str] = None
     input: Optional[str] = None
@@ -41,6 +41,11 @@ class EvaluateArgs:
 
 def main(argv: list[str]) -> int:
     a = parse(EvaluateArgs, argv, USAGE)
+    if a.input is not None and (a.split is not None or a.data_root is not None):
+        given = " and ".join(f"{k}={v}" for k, v in (("split", a.split), ("data_root", a.data_root)) if v is not None)
+        raise UserError(f"input={a.input} and {given} both name what to score: input= is a file of its own, "
+                        "split= and data_root= pick from the run's dataset.", "Give one or the other.")
+    a.split = a.split or "test"
     if a.split not in ("valid", "test", "train"):
         raise UserError(f"split={a.split} is not a split.", "Use split=test, valid or train.")
     device = resolve_device(a.device)

@@ -562,10 +562,9 @@ def _columns_split(source: str, present: list, get_col: Callable[[str], list], c
     text_cols, label_col = _text_cols(cfg), (cfg.label_col if labelled else None)
     for col in text_cols:
         if col not in present:
-            rest = [str(c) for c in present if c != label_col] or [str(c) for c in present]
-            takes_list = keys[0].endswith("_cols")  # dataset.text_cols=[a,b]; evaluate's text_col= takes one
-            example = f"[{','.join(rest)}]" if takes_list and len(rest) > 1 else rest[0]
-            raise _missing_column(source, col, present, keys[0], example)
+            best = _likeliest_text_column([c for c in present if c != label_col] or present, get_col)
+            takes_list = keys[0].endswith("_cols")  # Hydra wants dataset.text_cols=[a]; evaluate's text_col=a
+            raise _missing_column(source, col, present, keys[0], f"[{best}]" if takes_list else best)
     if label_col is not None and label_col not in present:
         others = [c for c in present if c not in text_cols]
         unlabelled = " (or null for an unlabelled LM corpus)" if keys[1] == "dataset.label_col" else ""
@@ -574,6 +573,14 @@ def _columns_split(source: str, present: list, get_col: Callable[[str], list], c
     texts = [_join_fields(list(row)) for row in zip(*columns)]
     labels = get_col(label_col) if label_col is not None else None
     return _Split(texts, labels, source)
+
+
+def _likeliest_text_column(candidates: list, get_col: Callable[[str], list]) -> str:
+    """The column whose values are longest on average: text, rather than a label or an id."""
+    def mean_len(c) -> float:
+        values = get_col(c)
+        return sum(len(str(v)) for v in values) / max(len(values), 1)
+    return str(max(candidates, key=mean_len))
 
 
 def _table_file(path: Path, cfg: Any, warnings: list[str], key: str, keys: tuple[str, str] = DATASET_KEYS) -> _Split:
