@@ -74,8 +74,15 @@ def test_a_budget_spent_mostly_frozen_is_warned_about():
     n = classifier_group_count(ModelConfig(n_layers=3))
     assert n == len(build_classifier(ModelConfig(emb_size=8, hidden_size=8, n_layers=3), 20, 1, 2, 5, 20).layer_groups())
     gradual = UnfreezeConfig(name="gradual", steps=[1, 2, 3, 4])
-    msg = short_budget_warning(unfreeze_plan(gradual, n, 5), gradual)  # 4 partly frozen epochs, 1 full
+    msg = short_budget_warning(unfreeze_plan(gradual, n, 5), gradual, 5)  # 4 partly frozen epochs, 1 full
     assert "spends 4 of the 5 epochs" in msg and "train.epochs=8" in msg and "unfreeze=none" in msg
-    assert short_budget_warning(unfreeze_plan(gradual, n, 8), gradual) is None  # 4 and 4
+    assert "this run trains" not in msg
+    msg = short_budget_warning(unfreeze_plan(gradual, n, 3), gradual, 3)  # asked 3: the phases make it 5
+    assert "train.epochs=3 is fewer than its 4 phase(s)" in msg and "this run trains 5 epochs, not 3" in msg
+    assert short_budget_warning(unfreeze_plan(gradual, n, 8), gradual, 8) is None  # 4 and 4
+    head_first = UnfreezeConfig(name="gradual", steps=[1])  # not mostly frozen, but 2 epochs for the 1 asked
+    assert short_budget_warning(unfreeze_plan(head_first, n, 1), head_first, 1) == (
+        "unfreeze=gradual: train.epochs=1 is fewer than its 1 phase(s) and one epoch of all layers need, "
+        "so this run trains 2 epochs, not 1.")
     none = UnfreezeConfig(name="none")
-    assert short_budget_warning(unfreeze_plan(none, n, 1), none) is None
+    assert short_budget_warning(unfreeze_plan(none, n, 1), none, 1) is None

@@ -45,7 +45,7 @@ def run(ctx: RunContext) -> dict:
     ys = {s: label_ids(getattr(data, f"{s}_labels"), classes, multi) for s in SPLITS}
     check_enough_documents(len(docs["train"]), ctx.ranks.world_size)
     plan = unfreeze_plan(cfg.unfreeze, classifier_group_count(sized_like(cfg.model, src)), cfg.train.epochs)
-    short = short_budget_warning(plan, cfg.unfreeze)
+    short = short_budget_warning(plan, cfg.unfreeze, cfg.train.epochs)
 
     results, probs, threshold = {}, {"valid": [], "test": []}, None
     for direction in directions:
@@ -135,18 +135,24 @@ def labelled_dataset(cfg):
     return data
 
 
-def short_budget_warning(plan: list[Phase], unfreeze) -> str | None:
+def short_budget_warning(plan: list[Phase], unfreeze, asked: int) -> str | None:
     """Gradual unfreezing pays off when the encoder then trains to convergence (paper §3.3); with a
-    budget where most epochs train a partly frozen model, the encoder hardly moves."""
+    budget where most epochs train a partly frozen model, the encoder hardly moves. Each phase gets
+    its epochs and all layers at least one, so fewer train.epochs than that run longer: say so."""
     partial = sum(p.epochs for p in plan if not all(p.trainable))
     full = sum(p.epochs for p in plan if all(p.trainable))
+    longer = (f"train.epochs={asked} is fewer than its {len(plan) - 1} phase(s) and one epoch of all layers "
+              f"need, so this run trains {partial + full} epochs, not {asked}.") if partial + full > asked else ""
     if unfreeze.name not in ("gradual", "chain_thaw") or partial <= full:
-        return None
-    msg = (f"unfreeze={unfreeze.name} spends {partial} of the {partial + full} epochs on a partly frozen model "
-           f"and trains all layers for {full}; with so few epochs the encoder hardly learns (on small data it "
-           f"can lose to a classifier trained from scratch). Give more epochs (train.epochs={2 * partial} or "
-           f"more), or open the groups sooner (unfreeze.steps=[1,2], or unfreeze=none).")
-    log.warning(msg)
+        msg = f"unfreeze={unfreeze.name}: {longer}" if longer else None
+    else:
+        msg = (f"unfreeze={unfreeze.name} spends {partial} of the {partial + full} epochs on a partly frozen "
+               f"model and trains all layers for {full}; {longer + ' ' if longer else ''}With so few epochs the "
+               f"encoder hardly learns (on small data it can lose to a classifier trained from scratch). Give more "
+               f"epochs (train.epochs={2 * partial} or more), or open the groups sooner (unfreeze.steps=[1,2], "
+               f"or unfreeze=none).")
+    if msg:
+        log.warning(msg)
     return msg
 
 
