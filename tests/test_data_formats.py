@@ -143,17 +143,43 @@ def test_predict_reads_text_tables_like_the_dataset_readers(tmp_path):
     from ulmfit_cli.commands.predict import read_texts
 
     (tmp_path / "in.csv").write_text('\ufeffid,review\n1,"a, quoted ""text"""\n2,NA\n', encoding="utf-8")
-    assert read_texts(str(tmp_path / "in.csv"), "review") == ['a, quoted "text"', "NA"]
+    assert read_texts(str(tmp_path / "in.csv"), ["review"]) == ['a, quoted "text"', "NA"]
     with gzip.open(tmp_path / "in.tsv.gz", "wt", encoding="utf-8") as f:
         f.write("review\tid\nfirst one\t1\nsecond\t2\n")
-    assert read_texts(str(tmp_path / "in.tsv.gz"), "review") == ["first one", "second"]
+    assert read_texts(str(tmp_path / "in.tsv.gz"), ["review"]) == ["first one", "second"]
     (tmp_path / "in.jsonl").write_text('{"review": "x y"}\n\n{"review": null}\n', encoding="utf-8")
-    assert read_texts(str(tmp_path / "in.jsonl"), "review") == ["x y", ""]
+    assert read_texts(str(tmp_path / "in.jsonl"), ["review"]) == ["x y", ""]
     (tmp_path / "in.txt").write_text("one, two\nthree\n", encoding="utf-8")
-    assert read_texts(str(tmp_path / "in.txt"), "review") == ["one, two", "three"]
+    assert read_texts(str(tmp_path / "in.txt"), ["review"]) == ["one, two", "three"]
     with pytest.raises(UserError) as err:
-        read_texts(str(tmp_path / "in.csv"), "text")
-    assert "has no column 'text'" in str(err.value) and "text_col=" in str(err.value)
+        read_texts(str(tmp_path / "in.csv"), ["text"])
+    assert "has no column 'text'" in str(err.value) and "text_col=review" in str(err.value)
+
+
+def test_predict_reads_the_columns_the_run_was_trained_on(tmp_path):
+    """Without text_col=, predict joins the run's dataset.text_cols as training did: a file shaped
+    like the test file scores as the test split did."""
+    import pandas as pd
+
+    def table(n: int, seed: int) -> pd.DataFrame:
+        pos = [(i + seed) % 2 == 1 for i in range(n)]
+        return pd.DataFrame({"id": range(n), "title": [f"title {i}" for i in range(n)],
+                             "body": [doc(i + seed) + (" great fun" if p else " awful boring") for i, p in enumerate(pos)],
+                             "label": ["pos" if p else "neg" for p in pos]})
+
+    table(80, 0).to_csv(tmp_path / "train.csv", index=False)
+    table(12, 1).to_csv(tmp_path / "test.csv", index=False)
+    ulmfit("train-clf", *FAST, "lm=null", "bidirectional=fwd", "unfreeze=none", "dataset=csv", "tfidf_baseline=false",
+           "dataset.train_file=train.csv", "dataset.test_file=test.csv", "dataset.text_cols=[title,body]", cwd=tmp_path)
+    run = next((tmp_path / "outputs" / "train-clf").iterdir())
+    ulmfit("predict", f"run={run}", "input=test.csv", "output=preds.csv", cwd=tmp_path)
+    preds = pd.read_csv(tmp_path / "preds.csv").set_index("text")
+    split = pd.read_csv(run / "predictions_test.csv").set_index("text")
+    assert len(preds) == len(split) == 12 and preds.index.str.startswith("xxfld 1 title").all()
+    cols = ["p_neg", "p_pos"]
+    assert preds.loc[split.index, cols].to_numpy() == pytest.approx(split[cols].to_numpy(), abs=1e-4)
+    proc = ulmfit("predict", f"run={run}", "input=test.csv", "text_col=summary", cwd=tmp_path, check=False)
+    assert_clean_error(proc, "has no column 'summary'", "text_col=body")
 
 
 def test_predict_parquet_input_without_the_text_column(tmp_path):
@@ -163,10 +189,10 @@ def test_predict_parquet_input_without_the_text_column(tmp_path):
     from ulmfit_cli.commands.predict import read_texts
 
     pd.DataFrame({"id": [1, 2], "review": ["a", None]}).to_parquet(tmp_path / "texts.parquet")
-    assert read_texts(str(tmp_path / "texts.parquet"), "review") == ["a", ""]
+    assert read_texts(str(tmp_path / "texts.parquet"), ["review"]) == ["a", ""]
     with pytest.raises(UserError) as err:
-        read_texts(str(tmp_path / "texts.parquet"), "text")
-    assert "has no column 'text'; its columns are ['id', 'review']" in str(err.value) and "text_col=" in str(err.value)
+        read_texts(str(tmp_path / "texts.parquet"), ["text"])
+    assert "has no column 'text'; its columns are ['id', 'review']" in str(err.value) and "text_col=review" in str(err.value)
 
 
 # --------------------------------------------------------------------------- Hugging Face datasets

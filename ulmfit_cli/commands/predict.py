@@ -21,7 +21,7 @@ from ..stages.clf import predict_proba
 from .args import parse
 
 USAGE = ("usage: ulmfit predict run=<train-clf run dir> input=<texts.txt|.csv|.jsonl|-> "
-         "[output=<file|->] [format=csv|jsonl] [text_col=text] [direction=all|fwd|bwd] "
+         "[output=<file|->] [format=csv|jsonl] [text_col=<the run's text column(s)>] [direction=all|fwd|bwd] "
          "[threshold=<tuned on validation>] [bs=64] [device=auto] [overwrite=false]")
 
 
@@ -31,7 +31,7 @@ class PredictArgs:
     input: str = "-"
     output: str = "-"
     format: Optional[str] = None  # default: from the output's extension, else csv
-    text_col: str = "text"
+    text_col: Optional[str] = None  # default: the columns the run was trained on, joined as it joined them
     direction: str = "all"
     threshold: Optional[float] = None
     bs: int = 64
@@ -40,17 +40,25 @@ class PredictArgs:
     verbose: bool = False
 
 
-def read_texts(path: str, text_col: str) -> list[str]:
+def read_texts(path: str, columns: list[str]) -> list[str]:
     if path == "-":
         return [line.rstrip("\n") for line in sys.stdin]
     p = Path(path)
     if not p.is_file():
         raise UserError(f"input={path}: no such file.",
                         "Give a .txt (one text per line), .csv, .tsv, .jsonl or .parquet file, or - for stdin.")
-    from ..data.readers import read_column  # here: the readers import pandas, a .txt or stdin need not
+    from ..data.readers import read_text_columns  # here: the readers import pandas, a .txt or stdin need not
 
-    texts = read_column(p, text_col, "text_col")
+    texts = read_text_columns(p, columns, "text_col")
     return texts if texts is not None else p.read_text(encoding="utf-8", errors="replace").splitlines()
+
+
+def text_columns(a, ckpt: dict) -> list[str]:
+    """text_col= if given, else the run's dataset.text_cols (a run from a built-in corpus: text)."""
+    if a.text_col is not None:
+        return [a.text_col]
+    cols = ckpt.get("config", {}).get("dataset", {}).get("text_cols") or ["text"]
+    return [cols] if isinstance(cols, str) else [str(c) for c in cols]
 
 
 def load_classifiers(run: Path, direction: str, device):
@@ -91,7 +99,7 @@ def main(argv: list[str]) -> int:
     ckpts = load_classifiers(Path(a.run), a.direction, device)
     classes, multi = ckpts[0][1]["classes"], ckpts[0][1].get("multi_label", False)
     threshold = a.threshold if a.threshold is not None else run_threshold(Path(a.run), ckpts)
-    texts = read_texts(a.input, a.text_col)
+    texts = read_texts(a.input, text_columns(a, ckpts[0][1]))
     probs = ensemble_proba(ckpts, texts, a.bs, device) if texts else np.zeros((0, len(classes)))
     rows = []
     for text, p in zip(texts, probs):

@@ -540,16 +540,19 @@ def _table_columns(path: Path, fmt: str, warnings: list[str]) -> tuple[list, Cal
     return list(frame.columns), lambda col: frame[col].tolist()
 
 
-def read_column(path: Path, column: str, key: str) -> list[str] | None:
-    """One column of a .csv/.tsv/.jsonl/.parquet file (the text ones may be .gz) as text, nulls as "";
+def read_text_columns(path: Path, columns: list[str], key: str) -> list[str] | None:
+    """The texts of a .csv/.tsv/.jsonl/.parquet file (the text ones may be .gz), `columns` joined as
+    training joins dataset.text_cols, nulls as ""; every row kept, so outputs line up with the file.
     None for a file of another format. `key` is the setting that names the column, for the error."""
     fmt = _table_format(path)
     if fmt is None:
         return None
     present, get_col = _table_columns(path, fmt, [])
-    if column not in present:
-        raise _missing_column(path, column, present, key, present[0] if present else "...")
-    return ["" if v is None else str(v) for v in get_col(column)]
+    for column in columns:
+        if column not in present:
+            raise _missing_column(path, column, present, key,
+                                  _likeliest_text_column(present, get_col) if present else "...")
+    return [_join_fields(list(row)) for row in zip(*(get_col(c) for c in columns))]
 
 
 DATASET_KEYS = ("dataset.text_cols", "dataset.label_col")
