@@ -69,6 +69,29 @@ def test_default_hand_off_is_the_newest_previous_run(pipeline):
     assert Path(clf["started_from"]).resolve() == runs["finetune-lm"][0].resolve()
 
 
+def test_latest_names_the_run_it_picked_and_the_unfinished_ones_it_passed_over(tmp_path, caplog):
+    import os
+
+    from ulmfit_cli.stages.sources import find_source_run
+
+    root = tmp_path / "outputs" / "finetune-lm"
+    for age, name in ((300, "old_done"), (200, "done"), (100, "stopped")):
+        run = root / name
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "config.yaml").write_text(f"dataset:\n  name: csv\n  train_file: {name}.csv\n")
+        os.utime(run / "config.yaml", (1e9 - age, 1e9 - age))
+        if name != "stopped":
+            (run / "checkpoints" / "fwd.pt").write_bytes(b"")
+            (run / "summary.json").write_text("{}")
+            os.utime(run / "summary.json", (1e9 - age + 50, 1e9 - age + 50))
+    (root / "report").mkdir()  # `ulmfit report`'s folder is no run
+    with caplog.at_level("INFO", logger="ulmfit"):
+        chosen = find_source_run("latest", "train-clf", str(tmp_path / "outputs"), ["fwd"], "lm")
+    assert chosen == (root / "done").resolve()
+    assert (f"lm=latest: starting from {chosen} (dataset csv, done.csv), the newest finished run; "
+            "passed over newer unfinished run(s) stopped.") in caplog.text
+
+
 def test_reloaded_checkpoint_gives_the_same_predictions(pipeline, tmp_path):
     cwd, runs = pipeline
     run = runs["train-clf"][0]

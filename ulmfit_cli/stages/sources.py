@@ -1,6 +1,7 @@
 """The hand-off between stages: which earlier run a stage starts from, and its LM checkpoints."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ..checkpoints import load_checkpoint
@@ -8,6 +9,7 @@ from ..data import download
 from ..errors import UserError
 
 PREVIOUS_STAGE = {"finetune-lm": "pretrain", "train-clf": "finetune-lm"}
+log = logging.getLogger("ulmfit")
 
 
 def find_source_run(value: str | None, stage: str, outputs_root: str, directions: list[str], key: str,
@@ -31,7 +33,9 @@ def find_source_run(value: str | None, stage: str, outputs_root: str, directions
                 f"Run `ulmfit {prev}` first (with bidirectional= matching this run), pass {key}=<run dir>, "
                 f"or {key}=null to train from scratch.",
             )
-        return max(candidates, key=lambda p: (p / "summary.json").stat().st_mtime).resolve()
+        chosen = max(candidates, key=lambda p: (p / "summary.json").stat().st_mtime).resolve()
+        log.info(_latest_note(key, chosen, root, candidates))
+        return chosen
     path = Path(str(value))
     if not path.is_dir():
         raise UserError(f"{key}={value}: no such run directory.",
@@ -40,6 +44,23 @@ def find_source_run(value: str | None, stage: str, outputs_root: str, directions
                         f"Point {key}= at a finished `{prev}` run trained with the same bidirectional= setting "
                         f"(directions {', '.join(directions)}), or use {key}=null to train from scratch.")
     return path
+
+
+def _latest_note(key: str, chosen: Path, root: Path, finished: list[Path]) -> str:
+    """Which run `latest` picked and on what data, and the newer runs it passed over: a user who
+    started another run since (still going, stopped, or failed) sees that it was not the one."""
+    from omegaconf import OmegaConf  # here: the rest of this module needs no config library
+
+    try:
+        data = OmegaConf.load(chosen / "config.yaml").get("dataset") or {}
+        on = f" (dataset {data.get('name')}{', ' + str(data.train_file) if data.get('train_file') else ''})"
+    except Exception:  # a note only: an unreadable config must not stop the run that found this LM
+        on = ""
+    done, started = {f.resolve() for f in finished}, (chosen / "config.yaml").stat().st_mtime
+    newer = sorted(p.name for p in root.glob("*") if (p / "config.yaml").is_file()
+                   and (p / "config.yaml").stat().st_mtime > started and p.resolve() not in done)
+    skipped = f"; passed over newer unfinished run(s) {', '.join(newer)}" if newer else ""
+    return f"{key}=latest: starting from {chosen}{on}, the newest finished run{skipped}."
 
 
 def require_checkpoints(run: Path, need: list[str], what: str, fix: str) -> None:
