@@ -147,7 +147,7 @@ def short_budget_warning(plan: list[Phase], unfreeze, asked: int) -> str | None:
         msg = f"unfreeze={unfreeze.name}: {longer}" if longer else None
     else:
         msg = (f"unfreeze={unfreeze.name} spends {partial} of the {partial + full} epochs on a partly frozen "
-               f"model and trains all layers for {full}; {longer + ' ' if longer else ''}With so few epochs the "
+               f"model and trains all layers for {full}. {longer + ' ' if longer else ''}With so few epochs the "
                f"encoder hardly learns (on small data it can lose to a classifier trained from scratch). Give more "
                f"epochs (train.epochs={2 * partial} or more), or open the groups sooner (unfreeze.steps=[1,2], "
                f"or unfreeze=none).")
