@@ -34,6 +34,8 @@ from ulmfit_cli.reporting.paper import cell  # noqa: E402
 # name -> (what it changes, overrides, epochs as a multiple of --epochs)
 VARIANTS = {
     "paper": ("the defaults: gradual unfreezing [1,2,3,4], discr, STLR per phase, lr 0.01", [], 1),
+    "lr_0.003": ("peak LR 0.003", ["schedule.lr=0.003"], 1),
+    "lr_0.001": ("peak LR 0.001", ["schedule.lr=0.001"], 1),
     "lr_0.02": ("peak LR 0.02", ["schedule.lr=0.02"], 1),
     "lr_0.04": ("peak LR 0.04", ["schedule.lr=0.04"], 1),
     "steps_123": ("fastai's unfreezing: head, last two, last three, all", ["unfreeze.steps=[1,2,3]"], 1),

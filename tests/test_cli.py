@@ -67,6 +67,17 @@ def test_default_hand_off_is_the_newest_previous_run(pipeline):
     clf = json.loads((runs["train-clf"][0] / "summary.json").read_text())
     assert Path(ft["started_from"]).resolve() == runs["pretrain"][0].resolve()
     assert Path(clf["started_from"]).resolve() == runs["finetune-lm"][0].resolve()
+    # the LM under the classifier is scored beside it: its validation perplexity, per direction
+    for d in ("fwd", "bwd"):
+        assert clf["lm_results"][d]["val_perplexity"] == ft["results"][d]["val_perplexity"] > 1
+
+
+def test_report_shows_the_perplexity_of_the_lm_under_each_classifier(pipeline):
+    from ulmfit_cli.commands.report import display_columns, load_runs
+
+    cwd, runs = pipeline
+    df = load_runs([runs["train-clf"][0]])
+    assert "lm.fwd.val_perplexity" in display_columns(df, None)[1]
 
 
 def test_latest_names_the_run_it_picked_and_the_unfinished_ones_it_passed_over(tmp_path, caplog):

@@ -95,7 +95,7 @@ def display_columns(df: pd.DataFrame, metric: str | None) -> tuple[list[str], li
     keys = list(df.attrs.get("keys", []))
     if "seed" not in keys and df["seed"].nunique(dropna=True) > 1:
         keys.append("seed")
-    metrics = [m for m in df.attrs.get("metrics", []) if m.split(".", 1)[-1] in SHOWN and df[m].notna().any()]
+    metrics = [m for m in df.attrs.get("metrics", []) if m.rsplit(".", 1)[-1] in SHOWN and df[m].notna().any()]
     lm_only = all(s != "train-clf" for s in df["stage"].dropna())
     if not lm_only:  # a classifier's val_loss adds little next to its error
         metrics = [m for m in metrics if not m.endswith("_loss")]

@@ -195,7 +195,8 @@ def read_run(run_dir: Path, finished: bool = False) -> dict:
     row["seed"] = None if seed is None else str(seed)
     if summary is not None:
         row["status"] = "ok"
-        row["metrics"] = {**flatten_results(summary.get("results", {})), **flatten_results(summary.get("baselines", {}))}
+        lm = {f"lm.{k}": v for k, v in flatten_results(summary.get("lm_results", {})).items()}  # the LM under a classifier
+        row["metrics"] = {**flatten_results(summary.get("results", {})), **flatten_results(summary.get("baselines", {})), **lm}
         row["wall_time_s"] = summary.get("wall_time_s")
         return row
     error = last_error_line(run_dir / "train.log")

@@ -1,6 +1,7 @@
 """The hand-off between stages: which earlier run a stage starts from, and its LM checkpoints."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -61,6 +62,19 @@ def _latest_note(key: str, chosen: Path, root: Path, finished: list[Path]) -> st
                    and (p / "config.yaml").stat().st_mtime > started and p.resolve() not in done)
     skipped = f"; passed over newer unfinished run(s) {', '.join(newer)}" if newer else ""
     return f"{key}=latest: starting from {chosen}{on}, the newest finished run{skipped}."
+
+
+def source_scores(run: Path | None, directions: list[str]) -> dict:
+    """The validation scores the source LM run recorded per direction (its perplexity above all),
+    so that a classifier's summary says how good the LM under it was; {} from scratch."""
+    if run is None:
+        return {}
+    try:
+        results = json.loads((run / "summary.json").read_text()).get("results", {})
+    except (OSError, ValueError):
+        return {}
+    keep = ("val_perplexity", "val_loss", "val_accuracy")
+    return {d: {k: results[d][k] for k in keep if k in results.get(d, {})} for d in directions if d in results}
 
 
 def require_checkpoints(run: Path, need: list[str], what: str, fix: str) -> None:

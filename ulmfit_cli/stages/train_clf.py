@@ -24,7 +24,7 @@ from .baselines import check_beats, majority, tfidf_logreg
 from .clf import clf_step, label_ids, scores, sharded_predict_proba, tune_threshold
 from .context import RunContext
 from .lm import encode
-from .sources import source_lms
+from .sources import source_lms, source_scores
 from .wiring import fit, make_trainer
 
 log = logging.getLogger("ulmfit")
@@ -65,7 +65,8 @@ def run(ctx: RunContext) -> dict:
             linear = {"tfidf_lr": tfidf_logreg({s: getattr(data, f"{s}_texts") for s in SPLITS}, ys, multi, cfg.seed)}
             warnings += check_beats(results, linear["tfidf_lr"], multi)
     return ctx.finish(results, started_from=source_dir, artifacts=(predictions,), dataset=data.name, classes=classes,
-                      n_train=len(docs["train"]), warnings=warnings, baselines=linear, **majority(ys, multi))
+                      n_train=len(docs["train"]), warnings=warnings, baselines=linear, **majority(ys, multi),
+                      lm_results=source_scores(source_dir, directions))
 
 
 def train_direction(ctx: RunContext, direction: str, source: dict | None, numericalizer, docs: dict, ys: dict,
