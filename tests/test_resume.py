@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -61,7 +62,15 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     saved = sorted((run / "checkpoints" / "last").glob("fwd-*.pt"))
     assert 1 <= len(saved) <= 2
 
+    # the summary's wall time counts the killed process too, as its last checkpoint recorded it
+    from ulmfit_cli.checkpoints import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(saved[-1])
+    assert 0 < state["wall_time_s"] < time.time() - deadline + 120
+    save_checkpoint(saved[-1], {**state, "wall_time_s": 1000.0})
+    t = time.time()
     ulmfit("pretrain", f"resume={run}", cwd=cut_cwd)
+    assert 1000.0 < json.loads((run / "summary.json").read_text())["wall_time_s"] < 1000.0 + time.time() - t
     assert_same_metrics(metrics(run), metrics(ref))
     a = torch.load(ref / "checkpoints" / "fwd.pt", weights_only=True)["model"]
     b = torch.load(run / "checkpoints" / "fwd.pt", weights_only=True)["model"]

@@ -45,6 +45,15 @@ class RunContext:
     progress: object | None
     stop: StopFlag = field(default_factory=StopFlag)
     t0: float = field(default_factory=time.time)
+    wall_before: float = 0.0  # a resumed run's wall time in the processes before this one
+
+    def wall_time(self) -> float:
+        return self.wall_before + time.time() - self.t0
+
+    def _carry_wall_time(self, saved: dict) -> None:
+        """A resumed run's summary counts the time of the processes it continues, as saved with
+        the checkpoint it continues from."""
+        self.wall_before = max(self.wall_before, float(saved.get("wall_time_s") or 0.0))
 
     @classmethod
     def open(cls, cfg: DictConfig, run_dir: Path, ranks: Ranks) -> "RunContext":
@@ -107,6 +116,7 @@ class RunContext:
         path = self.ckpt_dir / f"{name}.pt"
         if self.writes:
             save_checkpoint(path, {"stage": self.cfg.stage, **payload, "rng_after": rng_state(),
+                                   "wall_time_s": self.wall_time(),
                                    "config": OmegaConf.to_container(self.cfg, resolve=True)})
         return path
 
@@ -117,6 +127,7 @@ class RunContext:
         if not (self.cfg.resume and path.exists()):
             return None
         ckpt = load_checkpoint(path)
+        self._carry_wall_time(ckpt)
         if ckpt.get("rng_after") is not None:
             set_rng_state(ckpt["rng_after"])
         log.info("resuming: %s already finished (%s)", direction, path.name)
@@ -127,7 +138,7 @@ class RunContext:
         """Write summary.json (rank 0), the mark of a finished run, and hand it with `artifacts` (files
         of the run dir) to the trackers; return it."""
         fields = dict(stage=self.cfg.stage, results=results, started_from=str(started_from) if started_from else None,
-                      wall_time_s=time.time() - self.t0, device=describe_device(self.device), precision=self.precision,
+                      wall_time_s=self.wall_time(), device=describe_device(self.device), precision=self.precision,
                       **({"processes": self.ranks.world_size} if self.ranks.enabled else {}), **extra)
         if not self.writes:
             return {"run_dir": str(self.dir), **fields}
@@ -144,7 +155,8 @@ class RunContext:
         folder = self.ckpt_dir / "last"
         save_checkpoint(folder / f"{direction}-{step:09d}.pt",
                         {"kind": "progress", "stage": self.cfg.stage, "direction": direction,
-                         "trainer": trainer_state, "metrics_rows": self.metrics.rows()})
+                         "trainer": trainer_state, "metrics_rows": self.metrics.rows(),
+                         "wall_time_s": self.wall_time()})
         for old in sorted(folder.glob(f"{direction}-*.pt"))[: -max(self.cfg.checkpoint.keep, 1)]:
             old.unlink()
 
@@ -159,6 +171,7 @@ class RunContext:
                 self.metrics.drop_direction(direction)
             return None
         state = load_checkpoint(found[-1])
+        self._carry_wall_time(state)
         if self.writes:
             self.metrics.truncate(state["metrics_rows"])
         log.info("resuming %s from %s (epoch %d, step %d)", direction, found[-1].name,
