@@ -401,6 +401,21 @@ def test_rows_with_unseen_labels_are_wrong_and_out_of_the_loss():
     assert np.isnan(scores(probs[2:], gold[2:])["loss"])
 
 
+def test_a_float_label_column_names_the_same_classes_as_an_integer_one(tmp_path):
+    """pandas writes a label column with one empty cell as 1.0 / 0.0; the test file says 1 / 0."""
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"doc {i},{i % 2}.0\n" for i in range(20)) + "doc x,\n")
+    (tmp_path / "test.csv").write_text("text,label\nfirst,1\nsecond,0\nthird,10.5\n")
+    (tmp_path / "lm.jsonl").write_text("")
+    ds = load_dataset(DatasetConfig(name="csv", data_dir=str(tmp_path), train_file="train.csv", test_file="test.csv"))
+    assert ds.classes == ["0", "1"] and ds.test_labels == ["1", "0", "10.5"]
+    assert any("dropped 1 row(s) with an empty label" in w for w in ds.warnings)
+    rows = [{"text": f"doc {i}", "tags": [1.0, float(i % 3)]} for i in range(12)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = load_dataset(DatasetConfig(name="jsonl", data_dir=str(tmp_path), train_file="m.jsonl", label_col="tags",
+                                    multi_label=True))
+    assert ds.classes == ["0", "1", "2"]
+
+
 def test_empty_text_rows_are_dropped_with_count(tmp_path):
     write_csv(tmp_path / "t.csv", labelled_rows(20) + [",a", "  ,b", '"",a'])
     ds = load_dataset(_csv_cfg(tmp_path))

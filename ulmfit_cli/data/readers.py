@@ -739,6 +739,16 @@ def _check_numbers(cfg: Any) -> None:
             raise UserError(f"dataset.{key}={value} must be a positive number.", f"Use dataset.{key}=null for no cap.")
 
 
+_FLOAT_INTEGER = re.compile(r"-?\d+\.0+")
+
+
+def _label_name(label: Any) -> str:
+    """A label as text. `1.0` is `1`: a label column with one empty cell is float to pandas and
+    parquet, so one file says 1.0 where the others say 1, and they must be one class."""
+    text = str(label).strip()
+    return text.split(".")[0] if _FLOAT_INTEGER.fullmatch(text) else text
+
+
 def _normalise(split: _Split, cfg: Any, warnings: list[str]) -> _Split:
     """Drop rows that cannot be trained on (empty text, missing label) and parse multi-labels."""
     multi, sep = bool(cfg.multi_label), str(cfg.label_sep)
@@ -754,9 +764,9 @@ def _normalise(split: _Split, cfg: Any, warnings: list[str]) -> _Split:
             label = split.labels[i]
             if multi:
                 parts = label if isinstance(label, (list, tuple)) else ([] if label is None else str(label).split(sep))
-                label = sorted({str(p).strip() for p in parts if str(p).strip()})
+                label = sorted({_label_name(p) for p in parts if str(p).strip()})
             else:
-                label = "" if label is None else str(label).strip()
+                label = "" if label is None else _label_name(label)
                 if not label:
                     empty_label += 1
                     continue
