@@ -3,6 +3,7 @@ a summary; resume=<run dir> continues mid-epoch and across the fwd/bwd boundary,
 same metrics.csv and weights as an uninterrupted run."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -98,3 +99,28 @@ def test_sigkill_at_the_direction_boundary_then_resume_matches_uninterrupted(tmp
     ulmfit("train-clf", f"resume={run}", cwd=tmp_path)
     assert_same_metrics(metrics(run), metrics(reference))
     assert_same_weights(reference, run)
+
+
+def test_resume_starts_from_the_lm_the_run_began_from_not_a_newer_one(tmp_path):
+    """lm=latest resolves once: an LM fine-tuned while the classifier was stopped (its vocabulary
+    need not fit the saved weights) is not picked up by the resume."""
+    import shutil
+
+    lm_args = ["experiment=quickstart", "progress=none", "pretrained=null", "bidirectional=both", "train.epochs=1",
+               "dataset.max_docs=400", "threads=1"]
+    ulmfit("finetune-lm", *lm_args, "hydra.run.dir=outputs/finetune-lm/first", cwd=tmp_path)
+    first = (tmp_path / "outputs" / "finetune-lm" / "first").resolve()
+    run = tmp_path / "outputs" / "cut"
+    proc = start(tmp_path, "lm=latest", f"hydra.run.dir={run}")
+    wait_for(lambda: any(s >= 7 for s in progress_steps(run, "fwd")), proc, "fwd step 7")
+    code, out = stop(proc, signal.SIGTERM)
+    assert code == 130, out
+    newer = tmp_path / "outputs" / "finetune-lm" / "newer"
+    shutil.copytree(first, newer)
+    (newer / "summary.json").touch()  # now the newest finished finetune-lm run
+    ulmfit("train-clf", f"resume={run}", cwd=tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["started_from"] == str(first)
+    assert f"lm=latest: resuming, so from the run this one began from, {first}" in (run / "train.log").read_text()
+    ulmfit("train-clf", *ARGS[:-1], "lm=latest", "train.epochs=1", "hydra.run.dir=outputs/fresh", cwd=tmp_path)
+    assert json.loads((tmp_path / "outputs" / "fresh" / "summary.json").read_text())["started_from"] == str(newer.resolve())

@@ -170,7 +170,7 @@ def test_multirun_flag_moves_before_the_overrides():
 def test_multirun_two_jobs_two_run_dirs(tmp_path):
     """-m after the overrides, as people type it (Hydra's own parser wants it first)."""
     ulmfit("train-clf", *FAST, "lm=null", "bidirectional=fwd", "unfreeze=none", "-m",
-           "schedule.cut_frac=0.1,0.2", cwd=tmp_path)
+           "schedule=stlr", "schedule.cut_frac=0.1,0.2", cwd=tmp_path)
     sweeps = list((tmp_path / "outputs" / "multirun" / "train-clf").iterdir())
     assert len(sweeps) == 1
     jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and p.name.isdigit())

@@ -132,7 +132,7 @@ def test_resume_auto_in_a_sweep_continues_each_jobs_own_dir(tmp_path):
     assert [p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()] == ["0"]
     assert [r["status"] for r in rows_of(sweep)] == ["ok"]
     # resume=<one run dir> makes no sense for a sweep
-    from ulmfit_cli.commands.stage import expand_resume
+    from ulmfit_cli.commands.resume import expand_resume
     from ulmfit_cli.errors import UserError
 
     assert expand_resume("pretrain", ["-m", "resume=auto"]) == ["-m", "resume=auto"]  # left to each job

@@ -129,6 +129,97 @@ def test_a_failed_job_does_not_stop_the_sweep_and_is_listed(tmp_path):
 
 
 @pytest.mark.integration
+def test_a_signal_stops_the_whole_sweep_and_resume_continues_it(tmp_path):
+    """Ctrl-C during job 1 of 3: job 1 saves its progress, job 2 never starts, exit 130 naming
+    resume=<sweep dir>; that command keeps job 0, continues job 1 from its checkpoint, runs job 2."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [*TINY, "train.max_steps_per_epoch=null", "train.epochs=4", "checkpoint.every_steps=2"]
+    exe = Path(sys.executable).with_name("ulmfit")
+    proc = subprocess.Popen([str(exe), "train-clf", "-m", *args, "schedule.cut_frac=0.1,0.2,0.3"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    root, deadline = tmp_path / "outputs" / "multirun" / "train-clf", time.time() + 180
+    while not list(root.glob("*/1/checkpoints/last/fwd-*.pt")):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    (sweep,) = sweep_dirs(tmp_path)
+    assert proc.returncode == 130, out
+    assert "during job #1 of the sweep" in out and f"resume={sweep}" in out and "Traceback" not in out, out
+    assert [p.name for p in job_dirs(sweep)] == ["0", "1"]
+    assert [(r["job"], r["status"]) for r in read_csv(sweep / "sweep.csv")] == [("0", "ok"), ("1", "stopped")]
+    report = ulmfit("report", str(sweep), cwd=tmp_path).stdout
+    assert "(1 ok, 1 stopped)" in report and "run 1 stopped: Stopped by a signal" in report, report
+    done = (sweep / "0" / "summary.json").read_bytes()
+
+    ulmfit("train-clf", f"resume={sweep}", "threads=1", cwd=tmp_path)
+    rows = read_csv(sweep / "sweep.csv")
+    assert [(r["job"], r["schedule.cut_frac"], r["status"]) for r in rows] == [
+        ("0", "0.1", "ok"), ("1", "0.2", "ok"), ("2", "0.3", "ok")]
+    assert (sweep / "0" / "summary.json").read_bytes() == done  # kept, not trained again
+    assert "resuming fwd from fwd-" in (sweep / "1" / "train.log").read_text()
+    epochs = [[int(r["epoch"]) for r in read_csv(d / "metrics.csv") if r["split"] == "train"] for d in job_dirs(sweep)]
+    assert epochs == [[1, 2, 3, 4]] * 3  # job 1's rows: each epoch once, across the stop
+    # the sweep dir now holds its jobs: only this sweep continues it, and nothing overwrites it
+    again = ulmfit("train-clf", "-m", *args, "schedule.cut_frac=0.1,0.2,0.3", f"hydra.sweep.dir={sweep}",
+                   cwd=tmp_path, check=False)
+    assert again.returncode == 2 and f"Continue that sweep with resume={sweep}" in again.stderr
+    other = ulmfit("train-clf", "-m", *args, "schedule.cut_frac=0.5,0.6", f"hydra.sweep.dir={sweep}", "resume=auto",
+                   cwd=tmp_path, check=False)
+    assert other.returncode == 2 and "schedule.cut_frac=0.1,0.2,0.3, not experiment=quickstart schedule.cut_frac=0.5,0.6" in other.stderr
+    assert (sweep / "0" / "summary.json").read_bytes() == done
+
+
+def test_resume_of_a_sweep_dir_reruns_its_own_overrides(tmp_path):
+    from omegaconf import OmegaConf
+
+    from ulmfit_cli.commands.resume import check_sweep_dir, expand_resume
+    from ulmfit_cli.errors import UserError
+
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "0" / "summary.json").write_text("{}")
+    OmegaConf.save({"hydra": {"overrides": {"task": ["experiment=quickstart", "seed=0,1", "resume=auto"],
+                                            "hydra": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                                                      "hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep}"]}}},
+                   sweep / "multirun.yaml")
+    want = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "experiment=quickstart", "seed=0,1", "threads=1",
+            f"hydra.sweep.dir={sweep}", "resume=auto"]
+    assert expand_resume("train-clf", [f"resume={sweep}", "threads=1"]) == want
+    assert expand_resume("train-clf", ["threads=1", "-m", f"resume={sweep}"]) == want
+    check_sweep_dir(["-m", "seed=0,1", "experiment=quickstart", "train.bs=8", f"hydra.sweep.dir={sweep}", "resume=auto"])
+    for argv, needle in [(["seed=1,0", "experiment=quickstart"], "over experiment=quickstart seed=0,1, not experiment=quickstart seed=1,0"),
+                         (["seed=0,1", "experiment=trec6"], "not experiment=trec6 seed=0,1"),
+                         (["seed=0,1", "experiment=quickstart", "resume=null"], "already holds the jobs")]:
+        with pytest.raises(UserError, match=needle):
+            check_sweep_dir(["-m", *argv, f"hydra.sweep.dir={sweep}", *([] if "resume=null" in argv else ["resume=auto"])])
+    check_sweep_dir(["-m", "seed=5,6", f"hydra.sweep.dir={tmp_path / 'new'}"])  # a new dir: anything goes
+
+
+def test_a_knob_the_chosen_option_never_reads_is_refused(tmp_path):
+    from ulmfit_cli.config import ScheduleConfig, UnfreezeConfig
+    from ulmfit_cli.training import param_groups, schedules
+
+    assert schedules.ignored_knobs(ScheduleConfig(name="stlr"), {"cut_frac", "ratio", "decay", "lr"}) == []
+    assert schedules.ignored_knobs(ScheduleConfig(name="constant", discriminative=False), {"cut_frac", "decay", "lr"}) == [
+        ("cut_frac", "add schedule=stlr to use it"), ("decay", "add schedule.discriminative=true to use it")]
+    assert [k for k, _ in schedules.ignored_knobs(ScheduleConfig(name="stlr"), {"pct_start", "div"})] == ["div", "pct_start"]
+    assert param_groups.ignored_knobs(UnfreezeConfig(name="chain_thaw"), {"steps", "epochs_per_phase"}) == [
+        ("steps", "add unfreeze=gradual to use it")]
+    # quickstart trains at a constant LR: a cut_frac sweep there would be identical jobs
+    proc = ulmfit("train-clf", "experiment=quickstart", "schedule.cut_frac=0.2", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert ("schedule.cut_frac has no effect with schedule=constant (discriminative=False) and unfreeze=none: the run "
+            "would train as if it were not set. schedule.cut_frac: add schedule=stlr to use it, or drop it.") in proc.stderr
+    assert not list((tmp_path / "outputs" / "train-clf").glob("*/summary.json"))
+
+
+@pytest.mark.integration
 def test_sweep_stlr_experiment_sweeps_its_params(tmp_path):
     cfg = ulmfit("train-clf", "experiment=sweep_stlr", "--cfg", "hydra", "-p", "hydra.sweeper.params", cwd=tmp_path).stdout
     params = yaml.safe_load(cfg)

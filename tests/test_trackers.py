@@ -28,7 +28,7 @@ from ulmfit_cli.reporting.metrics import MetricsWriter
 from ulmfit_cli.reporting.trackers import TrackedMetrics, check_trackers
 
 ONE_DIR = [*FAST, "lm=null", "bidirectional=fwd", "threads=1"]
-TINY = ["experiment=quickstart", "lm=null", "bidirectional=fwd", "progress=none", "train.epochs=1", "unfreeze=none",
+TINY = ["experiment=quickstart", "schedule=stlr", "lm=null", "bidirectional=fwd", "progress=none", "train.epochs=1", "unfreeze=none",
         "dataset.max_docs=100", "train.bs=16", "train.max_steps_per_epoch=3", "threads=1"]
 EXTRA = "pip install -e '.[tracking]'"
 

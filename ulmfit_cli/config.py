@@ -305,3 +305,10 @@ def module_installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:  # its parent package is missing (hydra_plugins for hydra_plugins.x)
         return False
+
+
+def job_sweep_dir(job_dir: Path, subdir: str | None) -> Path:
+    """The sweep dir of a job's dir (job dir = hydra.sweep.dir / hydra.sweep.subdir): the subdir's
+    depth stripped, since re-resolving ${now:} in a worker could differ."""
+    parts = len(Path(subdir).parts) if subdir else 0
+    return job_dir.parents[parts - 1] if parts else job_dir

@@ -1,7 +1,8 @@
 """User-facing errors: one paragraph naming the thing and the fix, never a traceback.
 
-Also the two ways training ends early that the CLI reports in such a paragraph: a stop by signal
-(`Interrupted`, exit 130) and a loss that stopped being a number (`NonFiniteLoss`).
+Also the ways training ends early that the CLI reports in such a paragraph: a stop by signal
+(`Stopped`: `Interrupted` for a run, `NotStarted` and `SweepStopped` for a sweep; exit 130) and a
+loss that stopped being a number (`NonFiniteLoss`).
 """
 from __future__ import annotations
 
@@ -24,14 +25,36 @@ class UserError(Exception):
         super().__init__(f"{what} {fix}" if fix else what)
 
 
-class Interrupted(UserError):
-    """SIGINT/SIGTERM (SIGUSR2 under DDP) stopped training after a batch; progress was saved."""
+STOPPED_BY_SIGNAL = "Stopped by a signal"  # how Interrupted's message starts; the report reads train.log for it
+NOT_STARTED = "Not started"  # and NotStarted's
+
+
+class Stopped(UserError):
+    """A run that a signal ended early, with nothing lost: resume= continues it. Exit 130."""
 
     exit_code = 130
 
+
+class Interrupted(Stopped):
+    """SIGINT/SIGTERM (SIGUSR2 under DDP) stopped training after a batch; progress was saved."""
+
     def __init__(self, run_dir):
-        super().__init__(f"Stopped by a signal; progress saved in {run_dir}/checkpoints/last.",
+        super().__init__(f"{STOPPED_BY_SIGNAL}; progress saved in {run_dir}/checkpoints/last.",
                          f"Continue exactly where it stopped with resume={run_dir}.")
+
+
+class NotStarted(Stopped):
+    """A job of a sweep that a signal stopped before the job began: nothing of it ran."""
+
+    def __init__(self):
+        super().__init__(f"{NOT_STARTED}: the sweep was stopped by a signal before this job began.")
+
+
+class SweepStopped(BaseException):
+    """A signal stopped a sweep. A BaseException, so that it passes Hydra's own error report (which
+    exits 1) to the command, which prints it and exits 130."""
+
+    exit_code = 130
 
 
 class NonFiniteLoss(RuntimeError):

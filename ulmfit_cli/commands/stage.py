@@ -8,6 +8,7 @@ dealt with; then each job makes the run context and runs the recipe.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -19,12 +20,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from .. import config, distributed, runtime
-from ..errors import UserError, print_error, reraise_for_user
+from .. import config, distributed, runtime, sweep_stop
+from ..errors import SweepStopped, UserError, print_error, reraise_for_user
 from ..reporting.objective import check_objective, objective_value
 from ..reporting.trackers import check_trackers, misplaced_tracker_keys
 from ..stages import finetune_lm, pretrain, train_clf
 from ..stages.context import RunContext, has_outputs
+from ..training import param_groups, schedules
+from .resume import expand_resume
+
+log = logging.getLogger("ulmfit")
 
 STAGES = {
     # subcommand: (primary config, recipe)
@@ -113,48 +118,41 @@ def check_outputs_writable(argv: list[str], subcommand: str) -> None:
                             "Free some space or set outputs_root= to another disk.")
 
 
-def expand_resume(subcommand: str, argv: list[str]) -> list[str]:
-    """`resume=<run dir>|auto`: re-run with that run's own overrides, in that run's directory."""
-    value = config.argv_value(argv, "resume")
-    if value in (None, "null", "None", ""):
-        return argv
-    if config.is_multirun(argv):
-        if value == "auto":  # left to each job: it continues its own job dir when re-run (a requeued SLURM job)
-            return argv
-        raise UserError(f"resume={value} continues one run; it cannot be combined with -m.",
-                        "In a sweep use resume=auto: a job that is re-run (e.g. requeued by SLURM) then continues "
-                        "from its own directory's checkpoints.")
-    if value == "auto":
-        root = Path(config.argv_value(argv, "outputs_root", "outputs")) / subcommand
-        unfinished = [p for p in root.glob("*") if (p / "checkpoints" / "last").is_dir() and not (p / "summary.json").exists()]
-        if not unfinished:
-            raise UserError(f"resume=auto found no unfinished `{subcommand}` run with saved progress under {root}.",
-                            "Pass resume=<run dir>, or start a new run without resume=.")
-        run = max(unfinished, key=lambda p: p.stat().st_mtime)
-    else:
-        run = Path(value)
-    saved = run / ".hydra" / "overrides.yaml"
-    # A run killed before its first checkpoint has its overrides but no checkpoints/: it starts
-    # again from the first step, in its own directory (see RunContext.load_progress).
-    if not saved.exists():
-        raise UserError(f"resume={value}: {run} is not a `{subcommand}` run (no .hydra/overrides.yaml).",
-                        "Pass the directory of an interrupted run (outputs/<stage>/<time>).")
-    if (run / "summary.json").exists():
-        raise UserError(f"resume={value}: that run already finished ({run}/summary.json exists).",
-                        "Nothing to resume; start a new run instead.")
-    drop = ("resume=", "hydra.run.dir=")
-    original = [o for o in OmegaConf.load(saved) if not str(o).startswith(drop)]
-    rest = [a for a in argv if not a.startswith(drop)]
-    return [*original, *rest, f"resume={run}", f"hydra.run.dir={run}"]
+def finished_job(cfg, run_dir: Path) -> dict | None:
+    """A sweep continued with resume=auto (resume=<sweep dir>): a job that finished before is kept
+    as it is, its summary the job's result."""
+    if not (cfg.resume == "auto" and HydraConfig.get().mode == RunMode.MULTIRUN and (run_dir / "summary.json").exists()):
+        return None
+    log.info("resume=auto: %s finished before (summary.json); kept as it is", run_dir)
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def check_knobs_read(cfg, overrides: list[str]) -> None:
+    """A knob set on the command line that the chosen option never reads (schedule.cut_frac with
+    schedule=constant) would train as if it were not there: a sweep over it, identical jobs."""
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides if "=" in o}
+    ignored = [(f"schedule.{k}", fix) for k, fix in schedules.ignored_knobs(cfg.schedule, {g[9:] for g in given if g.startswith("schedule.")})]
+    if "unfreeze" in cfg:
+        ignored += [(f"unfreeze.{k}", fix) for k, fix in
+                    param_groups.ignored_knobs(cfg.unfreeze, {g[9:] for g in given if g.startswith("unfreeze.")})]
+    if ignored:
+        raise UserError(f"{', '.join(k for k, _ in ignored)} {'has' if len(ignored) == 1 else 'have'} no effect "
+                        f"with schedule={cfg.schedule.name} (discriminative={cfg.schedule.discriminative})"
+                        + (f" and unfreeze={cfg.unfreeze.name}" if "unfreeze" in cfg else "")
+                        + f": the run would train as if {'it were' if len(ignored) == 1 else 'they were'} not set.",
+                        "; ".join(f"{k}: {fix}" for k, fix in ignored) + f", or drop {'it' if len(ignored) == 1 else 'them'}.")
 
 
 def run_job(subcommand: str, cfg) -> dict | float:
     """One Hydra job of a stage: start its processes (distributed=ddp), or join the process group
     (under torchrun), make the run context and run the stage's recipe."""
     check_objective(cfg)
+    check_knobs_read(cfg, list(HydraConfig.get().overrides.task))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    summary = None
-    if distributed.wants_launch(cfg):  # distributed=ddp: this job starts the processes
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        sweep_stop.check_not_stopped(config.job_sweep_dir(run_dir, HydraConfig.get().sweep.subdir))
+    summary = finished_job(cfg, run_dir)
+    if summary is None and distributed.wants_launch(cfg):  # distributed=ddp: this job starts the processes
         check_trackers(cfg)  # rank 0 opens them; a tracker that cannot start fails here, before torchrun
         summary = distributed.launch(cfg, subcommand, list(HydraConfig.get().overrides.task), run_dir)
     if summary is None:
@@ -224,7 +222,11 @@ def run_stage(subcommand: str, argv: list[str]) -> int:
 
     sys.argv = [f"ulmfit-{subcommand}"] + argv
     app = hydra.main(config_path=config.conf_dir(), config_name=config_name, version_base="1.3")(task)
-    app()
+    try:
+        app()
+    except SweepStopped as e:  # raised past Hydra's error report, which would exit 1
+        print_error(UserError(str(e)))
+        return e.exit_code
     return 0
 
 

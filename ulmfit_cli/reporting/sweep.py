@@ -7,6 +7,7 @@ callback no job results.
 
 A run's status:
   ok       summary.json exists (the stage writes it last);
+  stopped  a signal stopped it after saving its progress (`resume=` continues it);
   failed   the job ended without it: Hydra reported the job failed (`.hydra/job_status.json`,
            written by the callback) or train.log holds an ERROR line, or the sweep is over;
   running  none of those (a job of a sweep still in progress, or a run killed without a trace).
@@ -26,7 +27,8 @@ import pandas as pd
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 
-from ..errors import UserError
+from ..config import job_sweep_dir
+from ..errors import NOT_STARTED, STOPPED_BY_SIGNAL, Stopped, UserError
 from ..fileutil import atomic_write_bytes, file_lock
 
 log = logging.getLogger("ulmfit")
@@ -200,7 +202,10 @@ def read_run(run_dir: Path, finished: bool = False) -> dict:
         row["wall_time_s"] = summary.get("wall_time_s")
         return row
     error = last_error_line(run_dir / "train.log")
-    if marker.get("status") == "failed" or error or finished:
+    if marker.get("status") == "stopped" or (error or "").startswith((STOPPED_BY_SIGNAL, NOT_STARTED)):
+        row["status"] = "stopped"  # by a signal, its progress saved: resume= continues it
+        row["error"] = error or marker.get("error")
+    elif marker.get("status") == "failed" or error or finished:
         row["status"] = "failed"
         row["error"] = error or marker.get("error") or "the job ended without writing summary.json"
     else:
@@ -369,27 +374,29 @@ class SweepTable(Callback):
             if config.hydra.mode != RunMode.MULTIRUN:
                 return
             job_dir = Path(str(config.hydra.runtime.output_dir))
-            sweep_dir = self._sweep_dir(config, job_dir)
-            failed = job_return is not None and job_return.status == JobStatus.FAILED
-            error = None
-            if failed:
-                exc = job_return._return_value
-                error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                if not last_error_line(job_dir / "train.log"):
-                    log.error("%s", error)  # into this job's train.log, where the report looks
-            status = {"job": int(config.hydra.job.num), "status": "failed" if failed else "ok", "error": error,
-                      "overrides": list(job_return.overrides or []) if job_return is not None else []}
-            (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-            (job_dir / ".hydra" / JOB_STATUS).write_text(json.dumps(status, indent=2))
-            path = write_sweep_csv(sweep_dir)
-            if failed:
-                exc = job_return._return_value
-                if isinstance(exc, UserError) and os.environ.get("HYDRA_FULL_ERROR") != "1":
-                    job_return.return_value = SweepJobFailed(
-                        f"{exc}\n(job #{config.hydra.job.num} of the sweep; every job still ran, "
-                        f"and {path} lists each one's status)")
+            exc = job_return._return_value if job_return is not None and job_return.status == JobStatus.FAILED else None
+            path = self._record(config, job_dir, job_sweep_dir(job_dir, config.hydra.sweep.subdir), exc, job_return)
+            # a stopped job is the sweep stop's to report (ulmfit_cli/sweep_stop.py)
+            if isinstance(exc, UserError) and not isinstance(exc, Stopped) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+                job_return.return_value = SweepJobFailed(
+                    f"{exc}\n(job #{config.hydra.job.num} of the sweep; every job still ran, "
+                    f"and {path} lists each one's status)")
         except Exception as e:  # noqa: BLE001 - a table must never break a sweep
             log.warning("sweep table: could not update %s: %s", self.filename, e)
+
+    def _record(self, config, job_dir: Path, sweep_dir: Path, exc, job_return) -> Path:
+        """The job's status in its .hydra/job_status.json (and its error in train.log), then sweep.csv."""
+        error = None
+        if exc is not None:
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            if not last_error_line(job_dir / "train.log"):
+                log.error("%s", error)  # into this job's train.log, where the report looks
+        status = {"job": int(config.hydra.job.num), "status": "ok" if exc is None else (
+                  "stopped" if isinstance(exc, Stopped) else "failed"), "error": error,
+                  "overrides": list(job_return.overrides or []) if job_return is not None else []}
+        (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        (job_dir / ".hydra" / JOB_STATUS).write_text(json.dumps(status, indent=2))
+        return write_sweep_csv(sweep_dir)
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         try:
@@ -402,10 +409,3 @@ class SweepTable(Callback):
             log.info("sweep table: %s (%s)", path, ", ".join(f"{n} {s}" for s, n in counts.items()))
         except Exception as e:  # noqa: BLE001
             log.warning("sweep table: could not write %s: %s", self.filename, e)
-
-    @staticmethod
-    def _sweep_dir(config, job_dir: Path) -> Path:
-        """job dir = sweep.dir / sweep.subdir; strip the subdir (re-resolving ${now:} in a worker could differ)."""
-        subdir = str(config.hydra.sweep.subdir or "")
-        parts = len(Path(subdir).parts) if subdir else 0
-        return job_dir.parents[parts - 1] if parts else job_dir

@@ -30,7 +30,7 @@ def target_numericalizer(cfg, texts, source):
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     directions = list(cfg.bidirectional.directions)
-    source_dir, sources = source_lms(cfg, "pretrained")
+    source_dir, sources = source_lms(ctx, "pretrained")
     data = load_dataset(cfg.dataset, cfg.data_root)
     lm_texts = data.train_texts + data.lm_extra + (data.test_texts if cfg.dataset.use_test_for_lm else [])
     numericalizer = target_numericalizer(cfg, lm_texts, sources[directions[0]])

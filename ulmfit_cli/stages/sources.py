@@ -10,6 +10,7 @@ from ..data import download
 from ..errors import UserError
 
 PREVIOUS_STAGE = {"finetune-lm": "pretrain", "train-clf": "finetune-lm"}
+SOURCE_FILE = "source.json"  # in a run dir: the run its pretrained= / lm= resolved to
 log = logging.getLogger("ulmfit")
 
 
@@ -83,11 +84,26 @@ def require_checkpoints(run: Path, need: list[str], what: str, fix: str) -> None
         raise UserError(f"{what} has no checkpoint {', '.join('checkpoints/' + m for m in missing)}.", fix)
 
 
-def source_lms(cfg, key: str) -> tuple[Path | None, dict]:
-    """The run that `pretrained=` / `lm=` (`key`) names, and its LM checkpoint per direction (None: from scratch)."""
+def source_lms(ctx, key: str) -> tuple[Path | None, dict]:
+    """The run that `pretrained=` / `lm=` (`key`) names, and its LM checkpoint per direction (None:
+    from scratch); recorded in the run dir's source.json for a resume of this run."""
+    cfg = ctx.cfg
     directions = list(cfg.bidirectional.directions)
-    run = find_source_run(cfg[key], cfg.stage, cfg.outputs_root, directions, key, cfg.data_root)
+    run = find_source_run(pinned_source(ctx, key), cfg.stage, cfg.outputs_root, directions, key, cfg.data_root)
+    if ctx.writes:
+        (ctx.dir / SOURCE_FILE).write_text(json.dumps({key: str(run) if run else None}) + "\n")
     return run, {d: load_lm_checkpoint(run, d, key) if run else None for d in directions}
+
+
+def pinned_source(ctx, key: str) -> str | None:
+    """`latest` is the newest finished run when a run begins, and the run it began from when it
+    resumes: a newer one may have finished since, and its vocabulary would not fit the saved weights."""
+    value, record = ctx.cfg[key], ctx.dir / SOURCE_FILE
+    if not (ctx.cfg.resume and str(value) == "latest" and record.exists()):
+        return value
+    began = json.loads(record.read_text()).get(key)
+    log.info("%s=latest: resuming, so from the run this one began from, %s", key, began)
+    return began
 
 
 def load_lm_checkpoint(run_dir: Path, direction: str, key: str) -> dict:

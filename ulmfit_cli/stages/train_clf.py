@@ -34,7 +34,7 @@ SPLITS = ("train", "valid", "test")
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     directions = list(cfg.bidirectional.directions)
-    source_dir, sources = source_lms(cfg, "lm")
+    source_dir, sources = source_lms(ctx, "lm")
     data = labelled_dataset(cfg)
     multi, classes = bool(cfg.dataset.multi_label), list(data.classes)
     src = sources[directions[0]]

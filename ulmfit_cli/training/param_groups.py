@@ -41,6 +41,13 @@ class Phase:
     epochs: int
 
 
+def ignored_knobs(cfg, keys: set[str]) -> list[tuple[str, str]]:
+    """(knob, the fix) for each `unfreeze.<knob>` in `keys` that `cfg` does not read."""
+    read_by = {"steps": ("gradual",), "epochs_per_phase": ("gradual", "chain_thaw")}
+    return [(k, f"add unfreeze={read_by[k][0]} to use it") for k in sorted(keys & read_by.keys())
+            if cfg.name not in read_by[k]]
+
+
 def unfreeze_plan(cfg, n_groups: int, epochs: int) -> list[Phase]:
     """Phases for unfreeze=gradual|none|last|chain_thaw over `epochs` epochs in total.
 

@@ -39,6 +39,20 @@ def constant(t: int, T: int) -> float:
     return 1.0
 
 
+# The knobs only some schedules read; schedule.lr, decay and discriminative apply to every one.
+READ_BY = {"cut_frac": ("stlr",), "ratio": ("stlr",), "pct_start": ("one_cycle",), "div": ("one_cycle",),
+           "div_final": ("one_cycle",)}
+
+
+def ignored_knobs(cfg, keys: set[str]) -> list[tuple[str, str]]:
+    """(knob, the fix) for each `schedule.<knob>` in `keys` that `cfg` does not read."""
+    out = [(k, f"add schedule={READ_BY[k][0]} to use it") for k in sorted(keys & READ_BY.keys())
+           if cfg.name not in READ_BY[k]]
+    if "decay" in keys and not cfg.discriminative:
+        out.append(("decay", "add schedule.discriminative=true to use it"))
+    return out
+
+
 def make_schedule(cfg) -> Schedule:
     """From the `schedule` config group."""
     if cfg.name == "stlr":

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ...errors import Interrupted, UserError
+from ...errors import Stopped, UserError
 from ..sweep import flatten, flatten_results, read_overrides, split_override, sweep_dir_of
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
@@ -109,7 +109,7 @@ def status_of(exc: BaseException | None) -> str:
     """How a run ended, in MLflow's words (the others map from it)."""
     if exc is None:
         return "FINISHED"
-    return "KILLED" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "FAILED"
+    return "KILLED" if isinstance(exc, (Stopped, KeyboardInterrupt)) else "FAILED"
 
 
 def env_or(value: str | None, *names: str) -> str | None:

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from hydra.experimental.callback import Callback
 
-from ...errors import UserError, print_error
+from ...errors import Stopped, UserError, print_error
 from ...fileutil import read_json, write_json
 from .common import RUN_IDS, RunInfo, brief, env_or, final_metrics, flat_params, import_tracker, row_metrics
 
@@ -202,11 +202,12 @@ class SweepTrackers(Callback):
         log.info("MLflow: sweep parent run %s in experiment %s at %s", run.info.run_id, exp, uri)
 
     def on_job_end(self, config, job_return=None, **kwargs) -> None:
-        """A failed job marks the parent FAILED now: Hydra skips on_multirun_end after a failed job."""
+        """A failed job marks the parent FAILED now (KILLED: stopped by a signal): Hydra skips
+        on_multirun_end after a failed job."""
         from hydra.core.utils import JobStatus
 
         if job_return is not None and job_return.status == JobStatus.FAILED:
-            self._end(config, "FAILED")
+            self._end(config, "KILLED" if isinstance(job_return._return_value, Stopped) else "FAILED")
 
     def on_multirun_end(self, config, **kwargs) -> None:
         self._end(config, None)
@@ -228,7 +229,8 @@ class SweepTrackers(Callback):
 
                 table = write_sweep_csv(sweep_dir, finished=True)
                 client.log_artifact(parent["run_id"], str(table))
-                status = "FAILED" if (pd.read_csv(table)["status"] == "failed").any() else "FINISHED"
+                statuses = set(pd.read_csv(table)["status"])
+                status = "FAILED" if "failed" in statuses else "KILLED" if "stopped" in statuses else "FINISHED"
             client.set_terminated(parent["run_id"], status)
         except Exception as e:  # noqa: BLE001 - the sweep's own outputs are all written already
             log.warning("MLflow: could not close the sweep's parent run: %s", brief(e))
