@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "ulmfit_cli"
 LAYERS = [
     {"__init__", "config", "errors", "fileutil", "checkpoints"},
     {"data", "models"},
-    {"training", "runtime", "distributed"},
+    {"training", "runtime", "distributed", "sweep_stop"},
     {"reporting"},
     {"stages"},
     {"commands"},

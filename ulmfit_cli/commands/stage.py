@@ -131,10 +131,13 @@ def check_knobs_read(cfg, overrides: list[str]) -> None:
     """A knob set on the command line that the chosen option never reads (schedule.cut_frac with
     schedule=constant) would train as if it were not there: a sweep over it, identical jobs."""
     given = {o.lstrip("+~").split("=", 1)[0] for o in overrides if "=" in o}
-    ignored = [(f"schedule.{k}", fix) for k, fix in schedules.ignored_knobs(cfg.schedule, {g[9:] for g in given if g.startswith("schedule.")})]
+
+    def knobs(group: str) -> set[str]:
+        return {g.removeprefix(f"{group}.") for g in given if g.startswith(f"{group}.")}
+
+    ignored = [(f"schedule.{k}", fix) for k, fix in schedules.ignored_knobs(cfg.schedule, knobs("schedule"))]
     if "unfreeze" in cfg:
-        ignored += [(f"unfreeze.{k}", fix) for k, fix in
-                    param_groups.ignored_knobs(cfg.unfreeze, {g[9:] for g in given if g.startswith("unfreeze.")})]
+        ignored += [(f"unfreeze.{k}", fix) for k, fix in param_groups.ignored_knobs(cfg.unfreeze, knobs("unfreeze"))]
     if ignored:
         raise UserError(f"{', '.join(k for k, _ in ignored)} {'has' if len(ignored) == 1 else 'have'} no effect "
                         f"with schedule={cfg.schedule.name} (discriminative={cfg.schedule.discriminative})"
