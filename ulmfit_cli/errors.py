@@ -1,7 +1,8 @@
 """User-facing errors: one paragraph naming the thing and the fix, never a traceback.
 
 Also the ways training ends early that the CLI reports in such a paragraph: a stop by signal
-(`Stopped`: `Interrupted` for a run, `NotStarted` and `SweepStopped` for a sweep; exit 130) and a
+(`Stopped`: `Interrupted` for a run, `NotStarted` for a sweep's job; `SweepStopped`, a
+BaseException, for a whole sweep; exit 130) and a
 loss that stopped being a number (`NonFiniteLoss`).
 """
 from __future__ import annotations

@@ -162,14 +162,13 @@ def load_runs(dirs: list[Path]) -> pd.DataFrame:
     return df
 
 
-def failures_of(df: pd.DataFrame) -> list[tuple[str, str]]:
-    """("runs 3, 4 failed", error) once per distinct error, so a sweep that failed 18 times says it
-    once; runs stopped by a signal likewise, with the resume= that continues them."""
+def failures_of(df: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """("runs 3, 4", status, error) once per distinct error, so a sweep that failed 18 times says it
+    once; runs stopped by a signal likewise (status "stopped"), with the resume= that continues them."""
     by_error: dict[tuple[str, str], list[str]] = {}
     for _, r in df[df["status"].isin(["failed", "stopped"])].iterrows():
         by_error.setdefault((str(r["status"]), str(r["error"])), []).append(str(r["run"]))
-    return [(("run " if len(rs) == 1 else "runs ") + ", ".join(rs) + f" {status}", e)
-            for (status, e), rs in by_error.items()]
+    return [(("run " if len(rs) == 1 else "runs ") + ", ".join(rs), status, e) for (status, e), rs in by_error.items()]
 
 
 def write_markdown(out: Path, dirs: list[Path], df: pd.DataFrame, metric: str | None, header: list[str],
@@ -182,7 +181,7 @@ def write_markdown(out: Path, dirs: list[Path], df: pd.DataFrame, metric: str | 
         md.append("")
     md += [markdown_table(header, rows), ""]
     if failures := failures_of(df):
-        md += ["## Failed and stopped runs", ""] + [f"- {r}: {e}" for r, e in failures] + [""]
+        md += ["## Failed and stopped runs", ""] + [f"- {r} {status}: {e}" for r, status, e in failures] + [""]
     if made:
         md += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in made] + [""]
     md.append("All metrics of every run: `report.csv`.")
@@ -204,8 +203,8 @@ def print_console(df: pd.DataFrame, metric: str | None, header: list[str], rows:
         style = {"failed": "red", "running": "yellow", "stopped": "yellow"}.get(r[status])
         table.add_row(*(Text(c) for c in r), style=style)
     console.print(table)
-    for r, e in failures_of(df):
-        console.print(f"[{'red' if r.endswith('failed') else 'yellow'}]{escape(r)}:[/] {escape(e)}", markup=True)
+    for r, status, e in failures_of(df):
+        console.print(f"[{'red' if status == 'failed' else 'yellow'}]{escape(r)} {status}:[/] {escape(e)}", markup=True)
     if (best := best_run(df, metric)) is not None:
         console.print(Text(f"best {metric}: run {best['run']} = {fmt(best[metric])}"))
     console.print(Text(f"report: {out / 'report.md'}, {out / 'report.csv'} and {n_plots} plots in {out}"))
