@@ -13,9 +13,9 @@
 #   install     the wheels into a scratch site dir (PYTHONPATH), ulmfit with --no-deps
 #   pytest      pytest -m cuda (tests/test_cuda.py), in parallel workers when pytest-xdist is there
 #   quickstart  ulmfit pipeline experiment=quickstart device=cuda precision=bf16, then generate
-#   bench_lm    scripts/bench.py --device cuda: LM at paper30k and paper60k, fp32 and bf16, ulmfit vs
+#   bench_lm    benchmarks/bench.py --device cuda: LM at paper30k and paper60k, fp32 and bf16, ulmfit vs
 #               the bare cuDNN nn.LSTM stack (and fastai), with a profiler table of every system
-#   bench_clf   scripts/bench.py --device cuda: classifier docs/s at 200 / 1,000 / 5,000 tokens, fp32
+#   bench_clf   benchmarks/bench.py --device cuda: classifier docs/s at 200 / 1,000 / 5,000 tokens, fp32
 #               and bf16, with peak GPU memory (flat beyond max_len 1,400)
 # OUT_DIR gets at most 8 files: summary.txt (machine, versions, per-part timings, the key figures),
 # pytest.log, quickstart.log, bench_lm.json, bench_clf.json, bench.csv, bench_profiles.txt, logs.txt.
@@ -105,7 +105,7 @@ printf '#!/bin/sh\nPYTHONPATH=%s exec %s "$@"\n' "$SITE" "$(command -v "$PY")" >
 chmod +x "$FASTAI_PY"
 FASTAI_ARGS=(--no-fastai)
 if PYTHONPATH=$SITE "$PY" -c "import fastai.text.models.awdlstm" >/dev/null 2>&1 && \
-   "$PY" scripts/bench.py --help 2>/dev/null | grep -q -- --fastai-python; then
+   "$PY" benchmarks/bench.py --help 2>/dev/null | grep -q -- --fastai-python; then
   FASTAI_ARGS=(--fastai-python "$FASTAI_PY")
 fi
 
@@ -143,11 +143,11 @@ else
   CLF_ARGS=(--sizes small --clf-lens 200,1000 --steps 3 --clf-warmup 1 --min-steps 2 --max-seconds 10)
 fi
 if wants bench_lm; then
-  part bench_lm "$PY" scripts/bench.py --device "$DEVICE" --benches lm --precision fp32,bf16 --profile \
+  part bench_lm "$PY" benchmarks/bench.py --device "$DEVICE" --benches lm --precision fp32,bf16 --profile \
     "${LM_ARGS[@]}" "${FASTAI_ARGS[@]}" --out "$WORK/bench_lm"
 fi
 if wants bench_clf; then
-  part bench_clf "$PY" scripts/bench.py --device "$DEVICE" --benches clf --precision fp32,bf16 \
+  part bench_clf "$PY" benchmarks/bench.py --device "$DEVICE" --benches clf --precision fp32,bf16 \
     "${CLF_ARGS[@]}" "${FASTAI_ARGS[@]}" --out "$WORK/bench_clf"
 fi
 

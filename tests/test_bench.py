@@ -1,4 +1,4 @@
-"""scripts/bench.py --quick runs end to end (ulmfit + bare only) and writes complete results."""
+"""benchmarks/bench.py --quick runs end to end (ulmfit + bare only) and writes complete results."""
 from __future__ import annotations
 
 import csv
@@ -16,7 +16,7 @@ WIKITEXT2 = REPO.parent / "shared" / "data" / "wikitext2"
 def bench(tmp_path, *argv) -> dict:
     out = tmp_path / "bench"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--no-fastai", "--threads", "1",
+        [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--no-fastai", "--threads", "1",
          "--out", str(out), *argv],
         capture_output=True, text=True, timeout=110, cwd=tmp_path,
     )
@@ -44,8 +44,11 @@ def test_bench_quick(tmp_path):
     assert rows[("lm", "ulmfit")]["ratio_vs_bare"] > 0
     tok = [r for r in data["results"] if r["bench"] == "tokenize"]
     assert {r["system"] for r in tok} == {"ulmfit-word", "ulmfit-spm"}
-    for r in tok:
-        assert r["status"] == "ok" and r["throughput"] > 0 or r["status"].startswith("no data")
+    for r in tok:  # the tokenizer bench reads WikiText-2's valid split; without it, it says so
+        if (WIKITEXT2 / "wiki.valid.tokens").is_file():
+            assert r["status"] == "ok" and r["throughput"] > 0, r
+        else:
+            assert r["status"].startswith("no data"), r
     with open(tmp_path / "bench" / "results.csv") as f:
         csv_rows = list(csv.DictReader(f))
     assert len(csv_rows) == len(data["results"]) and "ratio_vs_bare" in csv_rows[0]

@@ -7,7 +7,7 @@ import json
 import sys
 
 from conftest import FAST
-from ulmfit_cli.commands import stage
+from ulmfit_cli.commands import hydra_app
 from ulmfit_cli.stages import train_clf
 
 
@@ -22,7 +22,7 @@ def test_final_valid_scores_reuse_the_last_evaluation(tmp_path, monkeypatch):
         return real(model, docs, ranks, **kw)
 
     monkeypatch.setattr(train_clf, "sharded_predict_proba", counting)
-    stage.run_stage("train-clf", [*FAST, "lm=null", "bidirectional=fwd", "unfreeze=none", "train.epochs=2",
+    hydra_app.run_stage("train-clf", [*FAST, "lm=null", "bidirectional=fwd", "unfreeze=none", "train.epochs=2",
                                 "dataset.max_docs=120"])
     run = next((tmp_path / "outputs" / "train-clf").iterdir())
     # 2 epoch-end evaluations on valid + 1 final pass on test; no second pass over valid

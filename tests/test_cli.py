@@ -25,10 +25,48 @@ def pipeline(tmp_path_factory):
     return cwd, runs
 
 
-def test_help_lists_subcommands(tmp_path):
+# What each subcommand's --help must say that no other's does: its own usage and options.
+HELP_SAYS = {
+    "pretrain": ["usage: ulmfit pretrain", "stage: pretrain", "name: wikitext103"],
+    "finetune-lm": ["usage: ulmfit finetune-lm", "stage: finetune-lm", "pretrained: latest"],
+    "train-clf": ["usage: ulmfit train-clf", "stage: train-clf", "lm: latest", "tfidf_baseline: true"],
+    "pipeline": ["usage: ulmfit pipeline", "skip=pretrain"],
+    "evaluate": ["usage: ulmfit evaluate", "run=<train-clf run dir>", "split=test|valid"],
+    "predict": ["usage: ulmfit predict", "input=<texts.txt"],
+    "download": ["usage: ulmfit download", "--dest DIR", "--list", "wt103"],
+    "report": ["usage: ulmfit report", "--paper"],
+    "import-fastai": ["usage: ulmfit import-fastai", "--weights lstm_fwd.pth", "--vocab itos_wt103.pkl"],
+    "export-fastai": ["usage: ulmfit export-fastai", "run=<pretrain or finetune-lm run dir>"],
+    "generate": ["usage: ulmfit generate", "prompt=", "temperature="],
+}
+
+
+def test_help_lists_every_subcommand(tmp_path):
+    from ulmfit_cli.cli import HYDRA_APPS, TOOLS
+
+    assert set(HELP_SAYS) == set(HYDRA_APPS) | set(TOOLS)  # a new subcommand needs its help checked below
     out = ulmfit("--help", cwd=tmp_path).stdout
-    for sub in ("pretrain", "finetune-lm", "train-clf", "evaluate", "predict", "pipeline", "download", "report"):
-        assert f"  {sub}" in out
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert listed == [*HYDRA_APPS, *TOOLS]
+
+
+@pytest.mark.parametrize("sub", list(HELP_SAYS))
+def test_each_subcommand_help_says_what_it_does(sub, tmp_path, monkeypatch, capsys):
+    """`ulmfit SUB --help` exits 0 with its own usage, and starts nothing (no outputs/, no download)."""
+    from ulmfit_cli.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    try:  # a Hydra app ends its help with sys.exit(0), a tool returns 0
+        rc = main([sub, "--help"])
+    except SystemExit as e:
+        rc = e.code
+    out = capsys.readouterr().out
+    assert rc in (0, None)
+    missing = [s for s in HELP_SAYS[sub] if s not in out]
+    assert not missing, f"`ulmfit {sub} --help` does not say {missing}:\n{out[:2000]}"
+    others = [o for o in HELP_SAYS if o != sub and f"usage: ulmfit {o} " in out]
+    assert not others, f"`ulmfit {sub} --help` shows the usage of {others}"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_stage_help_and_cfg_job(tmp_path):
@@ -73,11 +111,13 @@ def test_default_hand_off_is_the_newest_previous_run(pipeline):
 
 
 def test_report_shows_the_perplexity_of_the_lm_under_each_classifier(pipeline):
-    from ulmfit_cli.commands.report import display_columns, load_runs
+    from ulmfit_cli.commands.report import load_runs, seed_aggregates
+    from ulmfit_cli.reporting.tables import stage_tables
 
     cwd, runs = pipeline
     df = load_runs([runs["train-clf"][0]])
-    assert "lm.fwd.val_perplexity" in display_columns(df, None)[1]
+    (table,) = stage_tables(df, seed_aggregates(df))
+    assert table.constant["lm.fwd.val_perplexity"] == df["lm.fwd.val_perplexity"].iloc[0] > 1  # one run: said under the table
 
 
 def test_latest_names_the_run_it_picked_and_the_unfinished_ones_it_passed_over(tmp_path, caplog):
@@ -159,7 +199,7 @@ def test_evaluate_a_new_labelled_file_with_its_own_column_names(pipeline):
 
 
 def test_multirun_flag_moves_before_the_overrides():
-    from ulmfit_cli.commands.stage import multirun_first
+    from ulmfit_cli.commands.hydra_app import multirun_first
 
     assert multirun_first(["a=1", "-m", "b=1,2"]) == ["-m", "a=1", "b=1,2"]
     assert multirun_first(["a=1", "--multirun"]) == ["--multirun", "a=1"]
@@ -239,7 +279,7 @@ def test_verbose_shows_the_traceback(tmp_path):
 
 def test_torch_loads_with_a_short_openmp_spin_unless_the_user_set_one(tmp_path, monkeypatch):
     """libgomp spin-waits ~300k times by default, and two runs side by side then each run many times
-    slower (scripts/bench_contention.py): the console script sets GOMP_SPINCOUNT before torch loads.
+    slower (benchmarks/bench_contention.py): the console script sets GOMP_SPINCOUNT before torch loads.
     OMP_DISPLAY_ENV makes libgomp itself print what it read."""
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import assert_clean_error, ulmfit
-from ulmfit_cli.config import module_installed
+from ulmfit_cli.extras import module_installed
 
 # Variable BPTT and AR/TAR on (every rank must draw the same lengths and average the same terms);
 # one thread per process: the 2 cores are shared with other processes.

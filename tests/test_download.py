@@ -21,6 +21,7 @@ from rich.console import Console
 from conftest import ulmfit
 from ulmfit_cli.config import DatasetConfig
 from ulmfit_cli.data import download as dl
+from ulmfit_cli.data import download_registry as dlreg
 from ulmfit_cli.data.readers import load_dataset
 from ulmfit_cli.errors import UserError
 
@@ -155,7 +156,7 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def served(server: FileServer, corpus: dl.Corpus, payloads: list[bytes]) -> dl.Corpus:
+def served(server: FileServer, corpus: dlreg.Corpus, payloads: list[bytes]) -> dlreg.Corpus:
     """`corpus` with its files served locally (same names, subdirs, kinds) and their real checksums."""
     files = []
     for remote, data in zip(corpus.files, payloads):
@@ -177,34 +178,34 @@ def leftovers(dest: Path) -> list[str]:
 
 
 def test_every_entry_has_a_checksum_and_mirror_rewrites_urls(monkeypatch):
-    for corpus in dl.REGISTRY.values():
+    for corpus in dlreg.REGISTRY.values():
         for remote in corpus.files:
             if corpus.kind == "corpus":
                 assert re.fullmatch(r"[0-9a-f]{64}", remote.sha256 or ""), remote
             else:  # fastai's model zoo publishes no SHA-256: fastai's size + first-MiB MD5 (tests/test_wt103.py)
                 assert remote.check == "size+head_md5" and re.fullmatch(r"[0-9a-f]{32}", remote.head_md5), remote
             assert remote.size and remote.source
-    assert set(dl.REGISTRY) == {"wikitext103", "wikitext2", "imdb", "trec6", "ag_news", "dbpedia", "yelp_bi", "yelp_full",
+    assert set(dlreg.REGISTRY) == {"wikitext103", "wikitext2", "imdb", "trec6", "ag_news", "dbpedia", "yelp_bi", "yelp_full",
                                 "wt103"}
     monkeypatch.setenv("ULMFIT_DOWNLOAD_MIRROR", "http://127.0.0.1:1/corpora")
-    assert dl._urls(dl.REGISTRY["imdb"].files[0]) == ("http://127.0.0.1:1/corpora/aclImdb_v1.tar.gz",)
+    assert dl._urls(dlreg.REGISTRY["imdb"].files[0]) == ("http://127.0.0.1:1/corpora/aclImdb_v1.tar.gz",)
 
 
 def test_checksums_match_the_shared_copies(shared_data):
     sums = dict(reversed(line.split()) for line in (shared_data / "SHA256SUMS").read_text().splitlines() if line)
-    assert [r.sha256 for r in dl.REGISTRY["trec6"].files] == [sums["trec6/train_5500.label"], sums["trec6/TREC_10.label"]]
-    assert dl.REGISTRY["ag_news"].files[1].sha256 == sums["agnews/test.csv"]
-    assert sha(dl.REGISTRY["ag_news"].inline["classes.txt"].encode()) == sums["agnews/classes.txt"]
+    assert [r.sha256 for r in dlreg.REGISTRY["trec6"].files] == [sums["trec6/train_5500.label"], sums["trec6/TREC_10.label"]]
+    assert dlreg.REGISTRY["ag_news"].files[1].sha256 == sums["agnews/test.csv"]
+    assert sha(dlreg.REGISTRY["ag_news"].inline["classes.txt"].encode()) == sums["agnews/classes.txt"]
 
 
 def test_help_and_list(tmp_path):
     out = run("--help", cwd=tmp_path, check=True).stdout
     assert "ulmfit download NAME" in out and "--dest" in out and "--list" in out and "ULMFIT_DOWNLOAD_MIRROR" in out
     listing = run("--list", cwd=tmp_path, check=True).stdout
-    for name, corpus in dl.REGISTRY.items():
+    for name, corpus in dlreg.REGISTRY.items():
         assert re.search(rf"^{name}\s", listing, re.M)
         assert corpus.files[0].urls[0] in listing
-    assert listing.count("sha256 verified") == sum(c.kind == "corpus" for c in dl.REGISTRY.values())
+    assert listing.count("sha256 verified") == sum(c.kind == "corpus" for c in dlreg.REGISTRY.values())
     bad = run("no_such_corpus", cwd=tmp_path)
     assert bad.returncode == 2 and "Unknown corpus 'no_such_corpus'" in bad.stderr and "trec6" in bad.stderr
 
@@ -224,7 +225,7 @@ def test_trec6_via_mirror_then_second_call_is_a_noop(server, tmp_path, shared_da
     assert server.requests == [("train_5500.label", None), ("TREC_10.label", None)]  # the only endpoint
     assert leftovers(dest) == ["trec6"]  # no .partial, no temp folder
     assert (dest / "trec6" / "train_5500.label").read_bytes() == server.files["train_5500.label"]
-    marker = json.loads((dest / "trec6" / dl.MARKER).read_text())
+    marker = json.loads((dest / "trec6" / dlreg.MARKER).read_text())
     assert [f["verified"] for f in marker["files"]] == [True, True]
     assert marker["files"][0]["url"] == server.url("train_5500.label") and marker["date"]
 
@@ -257,7 +258,7 @@ YELP_FILES["yelp_review_polarity_csv/readme.txt"] = b"readme"
     ("yelp_bi", tar_gz(YELP_FILES), ["train.csv", "test.csv", "readme.txt"]),
 ])
 def test_archives_unpack_into_the_reader_layout(server, tmp_path, capsys, name, payload, expect):
-    corpus = served(server, dl.REGISTRY[name], [payload])
+    corpus = served(server, dlreg.REGISTRY[name], [payload])
     dest = tmp_path / "data"
     target = dl.download(name, dest, registry={name: corpus}, console=quiet())
     assert target == dest / name and leftovers(dest) == [name]
@@ -275,7 +276,7 @@ def test_archives_unpack_into_the_reader_layout(server, tmp_path, capsys, name, 
 def test_ag_news_gets_its_class_names(server, tmp_path):
     train = "".join(f'"{1 + i % 4}","title {i}","body {i}"\n' for i in range(40)).encode()
     test = "".join(f'"{1 + i % 4}","t {i}","b {i}"\n' for i in range(8)).encode()
-    corpus = served(server, dl.REGISTRY["ag_news"], [train, test])
+    corpus = served(server, dlreg.REGISTRY["ag_news"], [train, test])
     dl.download("ag_news", tmp_path, registry={"ag_news": corpus}, console=quiet())
     ds = load_dataset(DatasetConfig(name="ag_news"), data_root=str(tmp_path))
     assert ds.classes == ["Business", "Sci/Tech", "Sports", "World"]
@@ -297,7 +298,7 @@ def tiny_entry(server: FileServer, sha256: str | None = sha(ARCHIVE), name: str 
 def tiny_registry(server: FileServer, tmp_path: Path, **kw) -> dict:
     path = tmp_path / "reg.json"
     write_registry(path, tiny_entry(server, **kw))
-    return dl.load_registry(path)
+    return dlreg.load_registry(path)
 
 
 def test_interrupted_download_resumes_with_range(server, tmp_path):
@@ -315,7 +316,7 @@ def test_interrupted_download_resumes_with_range(server, tmp_path):
     assert second.returncode == 0, second.stderr
     assert server.requests == [("tiny.tar.gz", None), ("tiny.tar.gz", "bytes=100000-")]
     assert (dest / "tiny" / "data.bin").read_bytes() == PAYLOAD
-    marker = json.loads((dest / "tiny" / dl.MARKER).read_text())
+    marker = json.loads((dest / "tiny" / dlreg.MARKER).read_text())
     assert marker["files"][0]["sha256"] == sha(ARCHIVE) and marker["files"][0]["verified"] is True
     assert leftovers(dest) == ["tiny"]
 
@@ -343,10 +344,10 @@ def test_next_mirror_is_tried_when_a_url_fails(server, tmp_path):
     server.files["tiny.tar.gz"] = ARCHIVE
     entry = {"tiny": {"files": [{"urls": [server.url("gone/tiny.tar.gz"), server.url("tiny.tar.gz")],
                                  "sha256": sha(ARCHIVE)}]}}
-    registry = dl.load_registry(write_registry(tmp_path / "reg.json", entry)["ULMFIT_DOWNLOAD_REGISTRY"])
+    registry = dlreg.load_registry(write_registry(tmp_path / "reg.json", entry)["ULMFIT_DOWNLOAD_REGISTRY"])
     dl.download("tiny", tmp_path / "data", registry=registry, console=quiet())
     assert server.requests == [("gone/tiny.tar.gz", None), ("tiny.tar.gz", None)]
-    assert json.loads((tmp_path / "data" / "tiny" / dl.MARKER).read_text())["files"][0]["url"] == server.url("tiny.tar.gz")
+    assert json.loads((tmp_path / "data" / "tiny" / dlreg.MARKER).read_text())["files"][0]["url"] == server.url("tiny.tar.gz")
 
 
 def test_server_without_range_support_restarts_the_file(server, tmp_path):
@@ -392,7 +393,7 @@ def test_unverified_entry_warns_with_its_checksum(server, tmp_path):
     err = " ".join(proc.stderr.split())
     assert "could not be verified" in err and sha(ARCHIVE) in err
     assert "NOT verified" in proc.stdout
-    marker = json.loads((tmp_path / "data" / "tiny" / dl.MARKER).read_text())
+    marker = json.loads((tmp_path / "data" / "tiny" / dlreg.MARKER).read_text())
     assert marker["files"][0]["verified"] is False and marker["files"][0]["sha256"] == sha(ARCHIVE)
 
 

@@ -1,5 +1,5 @@
 """The train row's elapsed_s is when the epoch's training ended; the evaluation's time shows as
-the valid row's elapsed_s minus it (what scripts/bench.py --benches e2e reads)."""
+the valid row's elapsed_s minus it (what benchmarks/bench.py --benches e2e reads)."""
 import time
 
 import numpy as np

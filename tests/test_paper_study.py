@@ -1,4 +1,4 @@
-"""scripts/paper_study.py --quick (integration tier: a tiny model, 3 steps an epoch, about 6 minutes
+"""studies/paper_study.py --quick (integration tier: a tiny model, 3 steps an epoch, about 6 minutes
 on 2 cores): the IMDb part and its three 100-label probes run end to end, print their tables, hand
 each run the LM it names, and a second invocation skips every finished run."""
 import json
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def study(out: Path, shared: Path) -> str:
     # the user's override for every run: it must win over the classifiers' own train.epochs
-    cmd = [sys.executable, str(REPO / "scripts" / "paper_study.py"), "--quick", "--seeds", "0",
+    cmd = [sys.executable, str(REPO / "studies" / "paper_study.py"), "--quick", "--seeds", "0",
            "--parts", "imdb,recipe100,lm_tokens100,bidir100", "--shared", str(shared), "--out", str(out), "--", "train.epochs=2"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-3000:]

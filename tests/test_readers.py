@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
 import sys
 import types
 from collections import Counter
@@ -13,7 +14,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from ulmfit_cli.config import DatasetConfig
-from ulmfit_cli.data.readers import default_data_root, load_dataset
+from ulmfit_cli.data.download_registry import default_data_root
+from ulmfit_cli.data.readers import load_dataset
 from ulmfit_cli.data.types import TextDataset
 from ulmfit_cli.errors import UserError
 
@@ -298,10 +300,14 @@ def test_yelp_unescapes_and_numeric_labels(tmp_path):
 
 
 def test_sample_dispatch_is_lazy(monkeypatch):
+    """dataset=sample goes to the generator, which the readers import only then."""
     fake = types.ModuleType("ulmfit_cli.data.sample")
     fake.generate_sample = lambda cfg: TextDataset(name="sample", train_texts=["x"], valid_texts=[], test_texts=[])
     monkeypatch.setitem(sys.modules, "ulmfit_cli.data.sample", fake)
     assert load_dataset(DatasetConfig(name="sample")).train_texts == ["x"]
+    fresh = subprocess.run([sys.executable, "-c", "import sys, ulmfit_cli.data.readers; print(sorted(sys.modules))"],
+                           capture_output=True, text=True, check=True)
+    assert "'ulmfit_cli.data.readers'" in fresh.stdout and "'ulmfit_cli.data.sample'" not in fresh.stdout
 
 
 # --------------------------------------------------------------------------- bad input
@@ -390,7 +396,8 @@ def test_unseen_labels_warn_with_at_most_five(tmp_path):
 
 
 def test_rows_with_unseen_labels_are_wrong_and_out_of_the_loss():
-    from ulmfit_cli.stages.clf import label_ids, scores
+    from ulmfit_cli.stages.clf import label_ids
+    from ulmfit_cli.training.scoring import scores
 
     probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.9, 0.1], [0.4, 0.6]])
     gold = label_ids(["a", "b", "new", "new"], ["a", "b"], False)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import REPO, ulmfit
-from ulmfit_cli.config import module_installed
+from ulmfit_cli.extras import module_installed
 
 # The quickstart recipe (tiny model, embedded sample) under each study: `experiment=[quickstart,<study>]`.
 TINY = ["lm=null", "bidirectional=fwd", "progress=none", "train.epochs=1", "dataset.max_docs=100", "train.bs=16",

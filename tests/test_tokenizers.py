@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from ulmfit_cli.config import TokenizerConfig
 from ulmfit_cli.data import tokenizers as tk
+from ulmfit_cli.data.tokenizers import pool
 from ulmfit_cli.data.tokenizers import (
     BOS_ID,
     PAD_ID,
@@ -19,12 +20,11 @@ from ulmfit_cli.data.tokenizers import (
     SpmNumericalizer,
     WordNumericalizer,
     fit_numericalizer,
-    map_bias,
-    map_embeddings,
     numericalizer_from_state,
     word_tokenize,
 )
 from ulmfit_cli.errors import UserError
+from ulmfit_cli.models.vocab_mapping import map_bias, map_embeddings
 
 
 # --------------------------------------------------------------------------- word rules
@@ -175,17 +175,17 @@ def test_encode_many_parallel_equals_serial(monkeypatch):
     serial = n.encode_many(texts, workers=1)
     pools = []
 
-    class SpyPool(tk.ProcessPoolExecutor):
+    class SpyPool(pool.ProcessPoolExecutor):
         def __init__(self, *a, **k):
             pools.append(k.get("max_workers"))
             super().__init__(*a, **k)
 
-    monkeypatch.setattr(tk, "PARALLEL_MIN_CHARS", 0)
-    monkeypatch.setattr(tk, "ProcessPoolExecutor", SpyPool)
+    monkeypatch.setattr(pool, "PARALLEL_MIN_CHARS", 0)
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", SpyPool)
     par = n.encode_many(texts, workers=2)
     assert len(par) == len(serial)
     assert all(a.dtype == np.int32 and np.array_equal(a, b) for a, b in zip(par, serial))
-    if (tk.os.cpu_count() or 1) > 1:
+    if (pool.os.cpu_count() or 1) > 1:
         assert pools == [2]
 
 
@@ -237,11 +237,33 @@ def test_spm_state_roundtrip(spm_num):
 
 
 def test_spm_encode_many_threads(spm_num, monkeypatch):
+    """encode_many on sentencepiece's threads gives, text by text, what encode gives: BOS and the ids,
+    a text with a newline in one piece, an empty text as BOS alone."""
     texts = _spm_corpus(200, seed=3) + ["a line\nanother line", ""]
-    serial = spm_num.encode_many(texts)
-    monkeypatch.setattr(tk, "PARALLEL_MIN_CHARS", 0)
-    par = spm_num.encode_many(texts, workers=2)
-    assert all(np.array_equal(a, b) for a, b in zip(par, serial))
+    one_by_one = [spm_num.encode(x) for x in texts]
+    assert sum(len(a) for a in one_by_one) > 2 * len(texts) and one_by_one[-1].tolist() == [BOS_ID]
+    threads = []
+
+    class SpySp:  # sentencepiece's processor, recording each batch call's thread count
+        def __init__(self, sp):
+            self.sp = sp
+
+        def __getattr__(self, name):
+            return getattr(self.sp, name)
+
+        def encode(self, x, **k):
+            if k.get("num_threads"):
+                threads.append(k["num_threads"])
+            return self.sp.encode(x, **k)
+
+    monkeypatch.setattr(pool, "PARALLEL_MIN_CHARS", 0)
+    monkeypatch.setattr(spm_num, "sp", SpySp(spm_num.sp))
+    serial, par = spm_num.encode_many(texts), spm_num.encode_many(texts, workers=2)
+    for out in (serial, par):
+        assert len(out) == len(texts)
+        assert all(a.dtype == np.int32 and np.array_equal(a, b) for a, b in zip(out, one_by_one))
+    if pool.n_workers(2) > 1:
+        assert threads == [2]  # the serial call used no threads, the parallel one a 2-thread batch
 
 
 def test_spm_vocab_too_large_shrinks():

@@ -1,4 +1,4 @@
-"""scripts/vs_fastai.py, reduced (slow tier: `python -m pytest -m slow tests/test_vs_fastai.py`, about
+"""studies/vs_fastai.py, reduced (slow tier: `python -m pytest -m slow tests/test_vs_fastai.py`, about
 15 minutes on 2 cores): the tiny model, 600 TREC-6 training questions, 2 seeds. It checks the
 plumbing the full study relies on, not the numbers: both systems read the same documents, every
 row of the table is filled, and a second invocation skips every finished step. Needs
@@ -21,7 +21,7 @@ REDUCED = ["--model", "tiny", "--tasks", "trec6", "--seeds", "0,1", "--max-train
 def test_vs_fastai_reduced_study_fills_the_table_and_resumes(shared_data, tmp_path):
     if not FASTAI_PY.exists():
         pytest.skip("no .venv-fastai: run bash scripts/fastai_env.sh")
-    cmd = [sys.executable, str(REPO / "scripts" / "vs_fastai.py"), "--shared", str(shared_data), "--out", str(tmp_path),
+    cmd = [sys.executable, str(REPO / "studies" / "vs_fastai.py"), "--shared", str(shared_data), "--out", str(tmp_path),
            *REDUCED]
     subprocess.run(cmd, check=True)
     r = json.loads((tmp_path / "results.json").read_text())
@@ -33,7 +33,10 @@ def test_vs_fastai_reduced_study_fills_the_table_and_resumes(shared_data, tmp_pa
         assert row["seeds"] == [0, 1]
         assert 0 <= row["test_error"]["mean"] <= 100
         assert row["total_train_s"]["mean"] > 0 and row["total_process_s"]["mean"] >= row["total_train_s"]["mean"]
-    assert t["verdict"] is not None
+    v, fa_err, ul_err = t["verdict"], t["rows"]["fastai_fwd"]["test_error"], t["rows"]["ulmfit_fwd"]["test_error"]
+    assert v["error_gap_points"] == pytest.approx(ul_err["mean"] - fa_err["mean"])
+    assert v["error_ok"] == (v["error_gap_points"] <= max(ul_err["std"], fa_err["std"]))
+    assert v["time_ratio_ulmfit_over_fastai"] > 0 and isinstance(v["time_ok"], bool)
     md = (tmp_path / "results.md").read_text()
     assert "| fastai 2.8.12, fwd | 2 |" in md and "| ulmfit, fwd+bwd ensemble | 2 |" in md
 

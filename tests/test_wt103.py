@@ -26,7 +26,7 @@ from ulmfit_cli.checkpoints import load_checkpoint
 from ulmfit_cli.commands import download as cmd
 from ulmfit_cli.commands.pipeline import split_overrides
 from ulmfit_cli.config import ModelConfig
-from ulmfit_cli.data import download as dl
+from ulmfit_cli.data import download_registry as dlreg
 from ulmfit_cli.errors import UserError
 from ulmfit_cli.models import build_lm
 from ulmfit_cli.stages.sources import find_source_run
@@ -80,7 +80,7 @@ def entry(server: FileServer, payloads: dict[str, bytes], check: str = "head_md5
     """A registry entry as the built-in wt103 one, for the served files; check: the fastai-style check
     (size + first-MiB MD5, as the built-in entry) or their real sha256."""
     files = []
-    for remote in dl.REGISTRY["wt103"].files:
+    for remote in dlreg.REGISTRY["wt103"].files:
         data = payloads[remote.into]
         server.files[remote.filename] = data
         files.append({"url": server.url(remote.filename), "size": len(data), "subdir": remote.subdir,
@@ -144,7 +144,7 @@ def test_download_imports_then_finetune_lm_starts_from_it(server, env, archives,
     assert sorted(p.name for p in data.iterdir()) == ["wt103"]  # no .partial, no temp folders
     assert contents(data / "wt103" / "fwd") == ["itos_wt103.pkl", "lstm_fwd.pth"]
     assert contents(data / "wt103" / "bwd") == ["itos_wt103.pkl", "lstm_bwd.pth"]
-    marker = json.loads((data / "wt103" / dl.MARKER).read_text())
+    marker = json.loads((data / "wt103" / dlreg.MARKER).read_text())
     assert [(f["check"], f["sha256"]) for f in marker["files"]] == [("size+head_md5", sha(archives[d])) for d in ("fwd", "bwd")]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stage"] == "pretrain" and set(summary["results"]) == {"fwd", "bwd"}
@@ -336,8 +336,8 @@ def test_registry_json_fields_are_checked(tmp_path):
                         ({"expect": "*.pth"}, "not a list of glob patterns")]:
         reg.write_text(json.dumps({"m": {"files": [{"url": "http://127.0.0.1:1/m.tgz", **bad}]}}))
         with pytest.raises(UserError, match=words_):
-            dl.load_registry(reg)
+            dlreg.load_registry(reg)
     reg.write_text(json.dumps({"m": {"kind": "model", "files": [{"url": "http://127.0.0.1:1/m.tgz"}]}}))
     with pytest.raises(UserError, match="has kind 'model'"):
-        dl.load_registry(reg)
-    assert dataclasses.replace(dl.REGISTRY["wt103"].files[0]).check == "size+head_md5"
+        dlreg.load_registry(reg)
+    assert dataclasses.replace(dlreg.REGISTRY["wt103"].files[0]).check == "size+head_md5"

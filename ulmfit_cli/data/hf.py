@@ -1,7 +1,8 @@
 """Hugging Face `datasets` as a source of splits (dataset=hf): the optional extra `.[hf]`.
 
 This module only turns a hub name or a local folder into one column table per ulmfit split;
-readers.py joins text columns, checks labels and carves missing splits as for any CSV.
+corpora.py joins its text columns as formats.py does a CSV's, and splits.py checks labels and carves
+missing splits as for any corpus.
 Nothing here reaches the network by itself: a hub name goes through `load_dataset`, which
 reads the local HF cache and honours HF_DATASETS_OFFLINE / HF_HUB_OFFLINE.
 """

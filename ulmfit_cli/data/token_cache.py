@@ -8,7 +8,7 @@ returns (one ``np.int32`` array per text). The result is stored under ``cache_di
     <key[:32]>.offsets.npy   int64, len(texts) + 1: text i is tokens[off[i]:off[i+1]]
 
 The key is a sha256 over a format version, the tokenizer (its full `state()`, which holds the
-vocabulary and, for sentencepiece, the model, plus the source of ``tokenizers.py``, so a change to
+vocabulary and, for sentencepiece, the model, plus the source of the ``tokenizers`` package, so a change to
 the word rules cannot return stale ids) and the texts (count, then each text's length and utf-8
 bytes). On a hit both files are opened with ``mmap_mode="r"`` and the returned arrays are
 read-only, zero-copy views into the token file: the corpus is paged in by the OS as it is read.
@@ -43,7 +43,7 @@ FORMAT_VERSION = 1
 # Below this many characters (all texts together) the cache is skipped: encoding is fast enough.
 CACHE_MIN_CHARS = 1_000_000
 _OFF_VALUES = frozenset({"off", "false", "no", "none", "0", "disable", "disabled"})
-_TOKENIZER_SOURCE = Path(__file__).with_name("tokenizers.py")
+_TOKENIZER_SOURCES = Path(__file__).with_name("tokenizers")
 _code_digest: str | None = None
 
 
@@ -51,7 +51,10 @@ def _tokenizer_code_digest() -> str:
     global _code_digest
     if _code_digest is None:
         try:
-            _code_digest = hashlib.sha256(_TOKENIZER_SOURCE.read_bytes()).hexdigest()
+            h = hashlib.sha256()
+            for source in sorted(_TOKENIZER_SOURCES.glob("*.py")):
+                h.update(source.name.encode() + b"\0" + source.read_bytes())
+            _code_digest = h.hexdigest()
         except OSError:
             _code_digest = "unknown"
     return _code_digest
@@ -94,7 +97,7 @@ def token_cache_dir(cfg: Any) -> Path | None:
     if setting is False:
         return None
     if setting is None or (isinstance(setting, str) and setting.strip().lower() in ("", "null", "default")):
-        from .readers import default_data_root
+        from .download_registry import default_data_root
 
         return default_data_root() / "token_cache"
     if isinstance(setting, str) and setting.strip().lower() in _OFF_VALUES:
@@ -173,4 +176,10 @@ def cached_encode(numericalizer, texts: Sequence[str], cache_dir: Path | str | N
     return docs
 
 
-__all__ = ["cached_encode", "cache_key", "token_cache_dir", "CACHE_MIN_CHARS", "FORMAT_VERSION"]
+def encode(numericalizer, texts: list[str], cache_dir=None) -> list[np.ndarray]:
+    """Token ids per text, as every stage encodes its corpus: cached on disk under `cache_dir`
+    unless None, in two processes for a corpus large enough to repay starting them."""
+    return cached_encode(numericalizer, texts, cache_dir, workers=2 if len(texts) > 20000 else 1)
+
+
+__all__ = ["cached_encode", "encode", "cache_key", "token_cache_dir", "CACHE_MIN_CHARS", "FORMAT_VERSION"]

@@ -3,7 +3,7 @@
 The reference path (LanguageModel with fused_softmax=False) builds (tokens x vocab) logits, an
 fp32 copy of them, their log-softmax and its gradient: at the paper's batch and vocabulary, four
 tensors of hundreds of MB, each written and read through memory, and under bf16 the casts alone
-cost as much as the decoder product (scripts/bench.py --profile shows it). Here each chunk of rows is decoded, normalised in fp32
+cost as much as the decoder product (benchmarks/bench.py --profile shows it). Here each chunk of rows is decoded, normalised in fp32
 while it is in cache, and only the gradient of the logits is kept (in the product dtype), so
 the backward is two matrix products. The loss is the same mean cross-entropy, exactly: only
 the order of the fp32 sums differs.

@@ -6,7 +6,7 @@ yet oneDNN's fused bf16 LSTM trains little faster than its fp32 one, because its
 pass is no faster than fp32. `BF16StepLSTM` keeps every matrix product in bf16 (the per-step
 recurrence, and the input and weight products batched over all steps) and the cell state and
 its gradient in fp32. It wins for paper-size layers; smaller layers, inference and GPU runs
-keep the fused kernel (cuDNN; oneDNN's bf16 forward alone is fast). scripts/bench.py measures
+keep the fused kernel (cuDNN; oneDNN's bf16 forward alone is fast). benchmarks/bench.py measures
 both (README, speed section).
 """
 from __future__ import annotations

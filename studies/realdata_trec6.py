@@ -6,7 +6,7 @@ TREC-6 LM fine-tuning -> TREC-6 classifier, forward and backward, compared with
 (a) LM fine-tuning from a random LM (no pretraining, Table 4) and (b) a classifier from scratch.
 Each step is an ordinary `ulmfit` run in OUT/<step>; finished steps are skipped on re-run.
 
-    python scripts/realdata_trec6.py [--shared ../shared/data] [--out runs/realdata_trec6] [-- extra overrides]
+    python studies/realdata_trec6.py [--shared ../shared/data] [--out runs/realdata_trec6] [-- extra overrides]
 """
 from __future__ import annotations
 

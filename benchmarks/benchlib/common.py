@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-BENCH = REPO / "scripts" / "bench.py"
+BENCH = REPO / "benchmarks" / "bench.py"
 DEFAULT_FASTAI_PY = REPO / ".venv-fastai" / "bin" / "python"
 DATA_ROOT = REPO.parent / "shared" / "data"
 WIKI_VALID = DATA_ROOT / "wikitext2" / "wiki.valid.tokens"

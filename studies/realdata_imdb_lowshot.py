@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """IMDb low-shot check on real data (the paper's Figure 3 headline), sized for a 2-core CPU.
 
-A small AWD-LSTM pretrained on WikiText-2 (reused from scripts/realdata_trec6.py, or trained
+A small AWD-LSTM pretrained on WikiText-2 (reused from studies/realdata_trec6.py, or trained
 here when --pretrained is not given) -> LM fine-tuning on IMDb train + unlabelled reviews ->
 classifier on the first 100 and 1,000 (shuffled) labelled training reviews, against the same
 classifier trained from scratch on the same labels. Test error on a fixed, seeded sample of the
@@ -9,7 +9,7 @@ classifier trained from scratch on the same labels. Test error on a fixed, seede
 
 Each step is an ordinary `ulmfit` run in OUT/<step>; finished steps are skipped on re-run.
 
-    python scripts/realdata_imdb_lowshot.py [--shared ../shared/data] [--out runs/imdb_lowshot]
+    python studies/realdata_imdb_lowshot.py [--shared ../shared/data] [--out runs/imdb_lowshot]
         [--pretrained runs/trec6/pretrain] [--lm-docs 3000] [--test-docs 5000] [-- extra overrides]
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The pieces of scripts/bench.py.
+"""The pieces of benchmarks/bench.py.
 
 Coordinator side (the ulmfit venv): group.py (lock-step groups of worker processes), e2e.py
 (real `ulmfit pretrain` runs beside fastai's own loop), results.py (ratios, table, files),

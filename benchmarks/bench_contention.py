@@ -12,8 +12,8 @@ that is time lost to threads that spin while the other process holds their core.
   bare     a bare nn.Embedding + 3-layer nn.LSTM + linear classifier, forward/backward/AdamW on
            random ids (32 x 40), --bare-steps steps: the same effect without any ulmfit code
 
-    python scripts/bench_contention.py                  # ~17 min on 2 cores
-    python scripts/bench_contention.py --jobs 3 --docs 500 --bare-steps 100
+    python benchmarks/bench_contention.py                  # ~17 min on 2 cores
+    python benchmarks/bench_contention.py --jobs 3 --docs 500 --bare-steps 100
 
 Writes <out>/results.json and prints one table (default outputs/bench_contention/).
 """

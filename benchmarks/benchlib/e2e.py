@@ -76,7 +76,7 @@ def prepare(size: str, args) -> Setup:
     from ulmfit_cli.config import compose
     from ulmfit_cli.data import load_pretraining_corpus
     from ulmfit_cli.data.tokenizers import fit_numericalizer
-    from ulmfit_cli.stages.lm import encode
+    from ulmfit_cli.data.token_cache import encode
 
     cfg = compose("pretrain", run_overrides(size, "fp32", args.e2e_steps, args))
     corpus = load_pretraining_corpus(cfg.dataset, cfg.data_root)

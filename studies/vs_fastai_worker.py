@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""The fastai side of scripts/vs_fastai.py; run with .venv-fastai/bin/python (fastai 2.8.12).
+"""The fastai side of studies/vs_fastai.py; run with .venv-fastai/bin/python (fastai 2.8.12).
 
-    python scripts/vs_fastai_worker.py lm  --data D --pretrained EXPORT --out RUN [options]
-    python scripts/vs_fastai_worker.py clf --data D --lm LM_RUN --out RUN [options]
+    python studies/vs_fastai_worker.py lm  --data D --pretrained EXPORT --out RUN [options]
+    python studies/vs_fastai_worker.py clf --data D --lm LM_RUN --out RUN [options]
 
 D holds train.csv, valid.csv, test.csv (columns text,label), the splits ulmfit reads too. EXPORT
 is an `ulmfit export-fastai` folder (lstm_fwd.pth, itos_fwd.pkl, fastai_config.json).

@@ -2,7 +2,7 @@
 """ulmfit against fastai 2.8.12's own ULMFiT (the reference implementation): same data, same
 pretrained model, same budget, several seeds.
 
-    python scripts/vs_fastai.py [--shared ../shared/data] [--out outputs/vs_fastai] [--seeds 0,1,2]
+    python studies/vs_fastai.py [--shared ../shared/data] [--out outputs/vs_fastai] [--seeds 0,1,2]
                                 [--tasks trec6,agnews] [-- extra ulmfit overrides]
 
 Steps (each an ordinary run folder under OUT; a finished step is skipped on re-run, an
@@ -17,7 +17,7 @@ interrupted ulmfit step is continued with resume=, an interrupted fastai step is
      `ulmfit export-fastai`.
   3. per task and seed, in OUT/<task>/s<seed>/ (steps interleaved so that load on a shared
      machine falls on both systems alike):
-       fastai_lm, fastai_clf   scripts/vs_fastai_worker.py under .venv-fastai (fwd)
+       fastai_lm, fastai_clf   studies/vs_fastai_worker.py under .venv-fastai (fwd)
        ulmfit_lm_fwd, ulmfit_clf_fwd, ulmfit_lm_bwd, ulmfit_clf_bwd
                                `ulmfit finetune-lm` / `ulmfit train-clf` with the paper recipe (the
                                defaults: discriminative LRs + STLR; gradual unfreezing for the classifier)
@@ -54,7 +54,7 @@ from ulmfit_cli.fileutil import write_json  # atomic
 from ulmfit_cli.reporting.paper import cell
 
 REPO = Path(__file__).resolve().parents[1]
-WORKER = REPO / "scripts" / "vs_fastai_worker.py"
+WORKER = REPO / "studies" / "vs_fastai_worker.py"
 TASKS = ("trec6", "agnews")
 AG_SPLIT = {"train": 5600, "valid": 600, "test": 1400}
 SPLIT_SEED = 42
@@ -149,13 +149,13 @@ def make_split(task: str, shared: Path, out: Path, max_train: int | None) -> Pat
         meta = {"source": str(shared / "trec6"), "how": "ulmfit's trec6 reader: train_5500.label with validation "
                 f"carved (valid_frac {cfg.dataset.valid_frac}, split_seed {cfg.dataset.split_seed}); test TREC_10.label"}
     elif task == "agnews":
-        from ulmfit_cli.data import readers
+        from ulmfit_cli.data import corpora
 
         directory = shared / "agnews"
         cfg = compose("train_clf", ["dataset=ag_news", f"dataset.data_dir={directory}"])
         warnings: list[str] = []
-        rows = readers._zhang_file(directory / "test.csv", cfg.dataset, warnings, readers._class_names(directory),
-                                   readers._unescape_ag)
+        rows = corpora.zhang_file(directory / "test.csv", cfg.dataset, warnings, corpora.class_names(directory),
+                                  corpora.unescape_ag)
         rng = np.random.RandomState(SPLIT_SEED)
         labels = np.array(rows.labels)
         classes = sorted(set(rows.labels))

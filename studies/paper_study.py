@@ -19,7 +19,7 @@ Every step is skipped when its run dir already holds summary.json, and continued
 it was interrupted, so the study can be stopped and started again. At the end:
     ulmfit report --paper OUT         (paper.md: the tables, mean ± std over seeds, beside the paper's)
 
-    python scripts/paper_study.py [--out outputs/paper_study] [--seeds 0,1,2] [--parts trec6,imdb]
+    python studies/paper_study.py [--out outputs/paper_study] [--seeds 0,1,2] [--parts trec6,imdb]
                                   [--clf-epochs 12] [--quick] [-- extra overrides for every run]
 """
 from __future__ import annotations

@@ -29,11 +29,11 @@ fastai runs in its own interpreter (default .venv-fastai/bin/python): when that 
 creates it first with `bash scripts/fastai_env.sh` (fastai 2.8.12 beside the same torch); with
 --no-fastai, or if that fails, fastai's rows say why they were skipped.
 
-    python scripts/bench.py --quick                      # smoke test, < 1 minute
-    python scripts/bench.py --sizes small,paper30k --steps 10 --warmup 3
-    python scripts/bench.py --device cuda --precision bf16 --profile
-    python scripts/bench.py --sizes paper30k --benches lm --precision fp32,bf16   # bf16 lever, interleaved
-    python scripts/bench.py --sizes paper30k --benches e2e --precision fp32,bf16  # real runs
+    python benchmarks/bench.py --quick                      # smoke test, < 1 minute
+    python benchmarks/bench.py --sizes small,paper30k --steps 10 --warmup 3
+    python benchmarks/bench.py --device cuda --precision bf16 --profile
+    python benchmarks/bench.py --sizes paper30k --benches lm --precision fp32,bf16   # bf16 lever, interleaved
+    python benchmarks/bench.py --sizes paper30k --benches e2e --precision fp32,bf16  # real runs
 
 Writes <out>/results.json and <out>/results.csv (default outputs/bench/).
 """

@@ -6,7 +6,7 @@ bf16, for several seeds, with the paper's regularisation on, and compares valida
 (each run evaluated in its own precision, as a user would see it) and tokens/s. Parity means the
 bf16 mean lies within the fp32 seed-to-seed spread (or 3%, whichever is larger).
 
-    python scripts/bf16_parity.py [--out outputs/bf16_parity] [--seeds 0,1] [--epochs 2] [-- overrides]
+    python studies/bf16_parity.py [--out outputs/bf16_parity] [--seeds 0,1] [--epochs 2] [-- overrides]
 
 Each run is an ordinary `ulmfit pretrain` in OUT/<precision>_s<seed>; finished runs are skipped.
 """

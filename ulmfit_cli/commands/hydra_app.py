@@ -20,7 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from .. import config, distributed, runtime, sweep_stop
+from .. import command_line, config, distributed, extras, runtime, sweep_stop
+from ..data.tokenizers import TOKENIZERS
 from ..errors import SweepStopped, UserError, print_error, reraise_for_user
 from ..reporting.objective import check_objective, objective_value
 from ..reporting.trackers import check_trackers, misplaced_tracker_keys
@@ -49,8 +50,8 @@ def log_to_files(message: str) -> None:
 
 def refuse_existing_run_dir(argv: list[str]) -> None:
     """Hydra writes .hydra/ into the run dir before the job starts: check before it does."""
-    d = config.argv_value(argv, "hydra.run.dir")
-    if d and has_outputs(Path(d)) and config.argv_value(argv, "resume", "null") == "null":
+    d = command_line.argv_value(argv, "hydra.run.dir")
+    if d and has_outputs(Path(d)) and command_line.argv_value(argv, "resume", "null") == "null":
         raise UserError(
             f"hydra.run.dir={d} already holds the outputs of an earlier run; ulmfit never overwrites them.",
             "Pick a new directory (or leave hydra.run.dir unset), or continue it with resume=<that dir>.",
@@ -81,7 +82,7 @@ def plugin_choices(argv: list[str]) -> list[tuple[str, str]]:
     return picked
 
 
-def check_plugins(argv: list[str], installed=config.module_installed) -> None:
+def check_plugins(argv: list[str], installed=extras.module_installed) -> None:
     """Without its plugin, Hydra only says the option is not found; name the package to install."""
     for group, option in plugin_choices(argv):
         module = PLUGINS[group].get(option)
@@ -129,7 +130,8 @@ def finished_job(cfg, run_dir: Path) -> dict | None:
 
 def check_knobs_read(cfg, overrides: list[str]) -> None:
     """A knob set on the command line that the chosen option never reads (schedule.cut_frac with
-    schedule=constant) would train as if it were not there: a sweep over it, identical jobs."""
+    schedule=constant) would train as if it were not there: a sweep over it, identical jobs. Each
+    group's options say what they read (their registry); an unknown option name fails here too."""
     given = {o.lstrip("+~").split("=", 1)[0] for o in overrides if "=" in o}
 
     def knobs(group: str) -> set[str]:
@@ -138,10 +140,14 @@ def check_knobs_read(cfg, overrides: list[str]) -> None:
     ignored = [(f"schedule.{k}", fix) for k, fix in schedules.ignored_knobs(cfg.schedule, knobs("schedule"))]
     if "unfreeze" in cfg:
         ignored += [(f"unfreeze.{k}", fix) for k, fix in param_groups.ignored_knobs(cfg.unfreeze, knobs("unfreeze"))]
+    by_tokenizer = [(f"tokenizer.{k}", fix)
+                    for k, fix in TOKENIZERS.ignored_knobs(cfg.tokenizer.name, knobs("tokenizer"))]
+    ignored += by_tokenizer
     if ignored:
         raise UserError(f"{', '.join(k for k, _ in ignored)} {'has' if len(ignored) == 1 else 'have'} no effect "
                         f"with schedule={cfg.schedule.name} (discriminative={cfg.schedule.discriminative})"
                         + (f" and unfreeze={cfg.unfreeze.name}" if "unfreeze" in cfg else "")
+                        + (f" and tokenizer={cfg.tokenizer.name}" if by_tokenizer else "")
                         + f": the run would train as if {'it were' if len(ignored) == 1 else 'they were'} not set.",
                         "; ".join(f"{k}: {fix}" for k, fix in ignored) + f", or drop {'it' if len(ignored) == 1 else 'them'}.")
 
@@ -153,7 +159,7 @@ def run_job(subcommand: str, cfg) -> dict | float:
     check_knobs_read(cfg, list(HydraConfig.get().overrides.task))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        sweep_stop.check_not_stopped(config.job_sweep_dir(run_dir, HydraConfig.get().sweep.subdir))
+        sweep_stop.check_not_stopped(command_line.job_sweep_dir(run_dir, HydraConfig.get().sweep.subdir))
     summary = finished_job(cfg, run_dir)
     if summary is None and distributed.wants_launch(cfg):  # distributed=ddp: this job starts the processes
         check_trackers(cfg)  # rank 0 opens them; a tracker that cannot start fails here, before torchrun
@@ -177,8 +183,8 @@ def run_job(subcommand: str, cfg) -> dict | float:
 def multirun_first(argv: list[str]) -> list[str]:
     """-m/--multirun anywhere on the line, moved where Hydra's parser accepts it (before the
     overrides): `ulmfit train-clf experiment=quickstart -m schedule.cut_frac=0.1,0.2` is a sweep."""
-    flags = [a for a in argv if a in config.MULTIRUN_FLAGS]
-    return flags[:1] + [a for a in argv if a not in config.MULTIRUN_FLAGS] if flags else argv
+    flags = [a for a in argv if a in command_line.MULTIRUN_FLAGS]
+    return flags[:1] + [a for a in argv if a not in command_line.MULTIRUN_FLAGS] if flags else argv
 
 
 # Hydra's mode flags: one at most (Hydra itself raises a bare ValueError).

@@ -14,9 +14,9 @@ carries one-time warm-up); with DDP it counts the tokens of all processes. Confi
 in turn, `--rounds` times (interleaved, so load from other processes hits them alike), and the
 median is reported.
 
-    python scripts/bench_ddp.py                                   # CPU, model=tiny, 3 rounds
-    python scripts/bench_ddp.py --model small --bs 32 --rounds 2
-    python scripts/bench_ddp.py --device cuda --configs 1x8,2x8,4x8 --model awd_lstm --bs 64
+    python benchmarks/bench_ddp.py                                   # CPU, model=tiny, 3 rounds
+    python benchmarks/bench_ddp.py --model small --bs 32 --rounds 2
+    python benchmarks/bench_ddp.py --device cuda --configs 1x8,2x8,4x8 --model awd_lstm --bs 64
 
 --configs lists PROCESSESxTHREADS. Writes <out>/results.json (default outputs/bench_ddp/).
 """

@@ -2,11 +2,11 @@
 """Why does the classifier recipe learn slowly on a small task? Variants of `ulmfit train-clf` on
 one split and one fine-tuned LM, each an ordinary run folder, side by side in one table.
 
-    python scripts/clf_recipe_study.py --data OUT/data/trec6 --lm OUT/trec6/s0/ulmfit_lm_fwd \\
+    python studies/clf_recipe_study.py --data OUT/data/trec6 --lm OUT/trec6/s0/ulmfit_lm_fwd \\
         [--out outputs/clf_recipe_study] [--seeds 0] [--variants paper,lr_0.02,...] [--jobs 2]
 
 --data is a folder with train.csv, valid.csv and test.csv (columns text,label), as
-scripts/vs_fastai.py writes them; --lm a finetune-lm run on the same texts. A finished run is
+studies/vs_fastai.py writes them; --lm a finetune-lm run on the same texts. A finished run is
 skipped on re-run, an interrupted one continued with resume=. --jobs runs that many variants at
 once (one thread each). OUT/results.md holds, per variant, the test and validation error (mean ±
 std over seeds), the validation accuracy after each epoch (seed of the first row) and the
@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "studies"))
 from realdata_trec6 import run  # noqa: E402  (the studies' one resumable ulmfit step)
 
 from ulmfit_cli.reporting.paper import cell  # noqa: E402

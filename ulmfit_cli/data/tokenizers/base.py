@@ -1,0 +1,106 @@
+"""What every tokenizer shares: the `Numericalizer` interface, the registry of tokenizers by name
+(`tokenizer=word|spm`) and the way back from a checkpoint's state.
+
+A `Numericalizer`'s whole state is plain data (str/int/float/bool/list/dict/bytes), so it can be
+stored in a checkpoint that is loaded with ``torch.load(weights_only=True)`` and rebuilt with
+`numericalizer_from_state`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ...errors import UserError
+from ...registry import Registry
+from . import pool
+from .specials import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+STATE_VERSION = 1
+# Each tokenizer's builder fit(texts, cfg, workers) -> Numericalizer, the `tokenizer.*` knobs it reads,
+# and `load`: its Numericalizer from a checkpoint's state (the state's "kind" is the name).
+TOKENIZERS = Registry("tokenizer")
+
+
+def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
+    """A key of a TokenizerConfig, DictConfig or dict; `default` where it is absent or unset."""
+    if isinstance(cfg, dict):
+        return cfg.get(key, default)
+    try:
+        return getattr(cfg, key)
+    except AttributeError:
+        return default
+    except Exception:  # omegaconf missing value etc.
+        return default
+
+
+class Numericalizer:
+    """text -> np.int32 ids (first id is xxbos) and back; state is plain data."""
+
+    kind: str = ""
+    itos: list[str]
+    stoi: dict[str, int]
+
+    pad_id = PAD_ID
+    bos_id = BOS_ID
+    unk_id = UNK_ID
+    eos_id = EOS_ID
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def encode(self, text: str) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decode(self, ids: Iterable[int]) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def identity(self) -> str:
+        """sha256 hex of the itos list: equal identities <=> same id -> token mapping."""
+        return itos_identity(self.itos)
+
+    def encode_many(self, texts: Sequence[str], workers: int = 1) -> list[np.ndarray]:
+        """Encode every text; results in input order. Uses worker processes when workers > 1
+        and the input holds at least pool.PARALLEL_MIN_CHARS characters."""
+        texts = list(texts)
+        nw = pool.n_workers(workers)
+        if pool.worth_it(texts, nw):
+            return pool.encode_in_workers(self, texts, nw)
+        return [self.encode(t) for t in texts]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kind={self.kind!r}, size={len(self)}, id={self.identity()[:12]})"
+
+
+def itos_identity(itos: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(itos), ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def fit_numericalizer(texts: Iterable[str], cfg: Any, workers: int = 1) -> Numericalizer:
+    """Build a vocabulary from `texts` following `cfg` (TokenizerConfig / DictConfig / dict)."""
+    return TOKENIZERS[cfg_get(cfg, "name", "word")].build(texts, cfg, workers)
+
+
+def numericalizer_from_state(state: dict) -> Numericalizer:
+    """Rebuild a numericalizer from `Numericalizer.state()` (e.g. read from a checkpoint)."""
+    if not isinstance(state, dict) or "kind" not in state:
+        raise UserError("The tokenizer state in this checkpoint is missing or malformed.",
+                        "Use a checkpoint written by this program, or re-run the stage that made it.")
+    kind = state["kind"]
+    version = state.get("version", STATE_VERSION)
+    if version > STATE_VERSION:
+        raise UserError(f"The tokenizer state has version {version}; this program reads up to "
+                        f"{STATE_VERSION}.", "Upgrade ulmfit_cli, or re-run the stage that made it.")
+    if kind not in TOKENIZERS:
+        raise UserError(f"The tokenizer state has unknown kind {kind!r}.",
+                        f"Valid kinds: {', '.join(TOKENIZERS.names())}; re-run the stage that made the checkpoint.")
+    return TOKENIZERS[kind].info["load"](state)

@@ -1,0 +1,90 @@
+"""The word tokenizer (`tokenizer=word`): fastai-style rules (word_rules.py) and a vocabulary of the
+most frequent tokens."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ...errors import UserError
+from . import pool
+from .base import STATE_VERSION, TOKENIZERS, Numericalizer, cfg_get
+from .specials import SPECIAL_TOKENS, UNK, UNK_ID
+from .word_rules import word_detokenize, word_tokenize
+
+
+class _StoI(dict):
+    """dict whose missing keys map to UNK_ID (so `map(stoi.__getitem__, toks)` stays in C)."""
+
+    def __missing__(self, key: str) -> int:
+        return UNK_ID
+
+
+class WordNumericalizer(Numericalizer):
+    kind = "word"
+
+    def __init__(self, itos: Sequence[str], max_vocab: int | None = None, min_freq: int | None = None):
+        itos = list(itos)
+        if itos[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
+            raise ValueError("a word vocabulary must start with the 9 special tokens in order")
+        self.itos = itos
+        self.stoi = _StoI({t: i for i, t in enumerate(itos)})
+        if len(self.stoi) != len(itos):
+            raise ValueError("duplicate tokens in the word vocabulary")
+        self.max_vocab = max_vocab
+        self.min_freq = min_freq
+
+    @classmethod
+    def from_counter(cls, counts: Counter, max_vocab: int = 60000, min_freq: int = 2) -> "WordNumericalizer":
+        if max_vocab < len(SPECIAL_TOKENS):
+            raise UserError(f"tokenizer.max_vocab={max_vocab} is smaller than the "
+                            f"{len(SPECIAL_TOKENS)} special tokens.", "Set tokenizer.max_vocab to at least 9.")
+        min_freq = max(1, int(min_freq))
+        specials = set(SPECIAL_TOKENS)
+        cands = [(t, c) for t, c in counts.items() if c >= min_freq and t not in specials]
+        cands.sort(key=lambda tc: (-tc[1], tc[0]))  # most frequent first, ties alphabetical
+        itos = SPECIAL_TOKENS + [t for t, _ in cands[: max_vocab - len(SPECIAL_TOKENS)]]
+        return cls(itos, max_vocab=max_vocab, min_freq=min_freq)
+
+    def tokenize(self, text: str) -> list[str]:
+        return word_tokenize(text)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.array(list(map(self.stoi.__getitem__, word_tokenize(text))), dtype=np.int32)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        itos, n = self.itos, len(self.itos)
+        return word_detokenize([itos[i] if 0 <= i < n else UNK for i in (int(x) for x in ids)])
+
+    def state(self) -> dict:
+        return {"kind": "word", "version": STATE_VERSION, "itos": list(self.itos),
+                "max_vocab": self.max_vocab, "min_freq": self.min_freq}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "WordNumericalizer":
+        return cls(state["itos"], max_vocab=state.get("max_vocab"), min_freq=state.get("min_freq"))
+
+
+
+def count_tokens(texts: list[str]) -> Counter:
+    c: Counter = Counter()
+    for t in texts:
+        c.update(word_tokenize(t))
+    return c
+
+
+@TOKENIZERS.register("word", reads=("max_vocab", "min_freq"), load=WordNumericalizer.from_state)
+def fit_word(texts: Iterable[str], cfg, workers: int = 1) -> WordNumericalizer:
+    """fastai-style rules (xxmaj, xxup, xxrep, xxwrep, xxbos) and the max_vocab most frequent tokens
+    seen min_freq times."""
+    texts = list(texts)
+    nw = pool.n_workers(workers)
+    counts: Counter = Counter()
+    for part in (pool.map_chunks(count_tokens, texts, nw) if pool.worth_it(texts, nw) else [count_tokens(texts)]):
+        counts.update(part)
+    if sum(counts.values()) <= len(texts):  # only xxbos tokens
+        raise UserError("The corpus given to the word tokenizer has no text.",
+                        "Check the dataset's text columns.")
+    return WordNumericalizer.from_counter(counts, max_vocab=int(cfg_get(cfg, "max_vocab", 60000)),
+                                          min_freq=int(cfg_get(cfg, "min_freq", 2)))
