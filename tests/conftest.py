@@ -36,6 +36,15 @@ def assert_clean_error(proc, *needles):
         assert n in err, f"{n!r} not in:\n{err}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def strict_metrics():
+    """A metric written but not declared (training/metrics.py) fails the test that writes it, in
+    this process and in every `ulmfit` it starts; a user's run only warns."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ULMFIT_STRICT_METRICS", "1")
+        yield
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import FAST, assert_clean_error, ulmfit
-from ulmfit_cli.stages.clf import f1_scores, most_frequent_label_f1, scores, tune_threshold
+from ulmfit_cli.training.scoring import f1_scores, most_frequent_label_f1, scores, tune_threshold
 
 POOLS = {"sports": "goal match team coach league score stadium".split(),
          "politics": "vote senate party election minister law parliament".split(),

@@ -109,7 +109,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_first_step(tm
 
 def test_drop_direction_keeps_the_other_directions_rows(tmp_path):
     """A bwd resumed with no checkpoint drops only its own rows: fwd's finished rows stay, in order."""
-    from ulmfit_cli.reporting.metrics import MetricsWriter
+    from ulmfit_cli.reporting.run_files import MetricsWriter
 
     writer = MetricsWriter(tmp_path / "metrics.csv", stage="train-clf")
     for direction, epoch in [("fwd", 1), ("fwd", 2), ("bwd", 1)]:

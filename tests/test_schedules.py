@@ -86,3 +86,17 @@ def test_a_budget_spent_mostly_frozen_is_warned_about():
         "so this run trains 2 epochs, not 1.")
     none = UnfreezeConfig(name="none")
     assert short_budget_warning(unfreeze_plan(none, n, 1), none, 1) is None
+
+
+def test_slanted_cosine_warms_up_like_stlr_then_decays_along_a_cosine():
+    from ulmfit_cli.training.schedules import SCHEDULES
+
+    s = make_schedule(ScheduleConfig(name="slanted_cosine", cut_frac=0.1, ratio=32))
+    T = 100  # cut = 10, then 90 steps of decay
+    assert [s(t, T) for t in (0, 5, 10)] == pytest.approx([1 / 32, (1 + 0.5 * 31) / 32, 1.0])  # as stlr
+    assert s(5, T) == pytest.approx(stlr(5, T, 0.1, 32))
+    # 30 of 90 decay steps: p = (1 + cos(pi / 3)) / 2 = 0.75; half-way: p = 0.5; the end: lr / ratio
+    assert [s(t, T) for t in (40, 55, 100)] == pytest.approx(
+        [(1 + 0.75 * 31) / 32, (1 + 0.5 * 31) / 32, 1 / 32])
+    assert SCHEDULES.ignored_knobs("slanted_cosine", {"cut_frac", "ratio", "pct_start"}) == [
+        ("pct_start", "add schedule=one_cycle to use it")]

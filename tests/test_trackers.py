@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST, assert_clean_error, ulmfit
-from ulmfit_cli import config
+from ulmfit_cli import config, extras
 from ulmfit_cli.errors import UserError
-from ulmfit_cli.reporting.metrics import MetricsWriter
+from ulmfit_cli.reporting.run_files import MetricsWriter
 from ulmfit_cli.reporting.trackers import TrackedMetrics, check_trackers
 
 ONE_DIR = [*FAST, "lm=null", "bidirectional=fwd", "threads=1"]
@@ -34,7 +34,7 @@ EXTRA = "pip install -e '.[tracking]'"
 
 
 def needs(*modules: str):
-    missing = [m for m in modules if not config.module_installed(m)]
+    missing = [m for m in modules if not extras.module_installed(m)]
     return pytest.mark.skipif(bool(missing), reason=f"{missing} not installed ({EXTRA})")
 
 
@@ -66,7 +66,7 @@ def test_logger_selects_one_or_more_trackers_each_with_its_schema():
 
 
 def test_a_tracker_key_without_its_tracker_is_a_clear_error():
-    from ulmfit_cli.commands.stage import run_stage
+    from ulmfit_cli.commands.hydra_app import run_stage
 
     with pytest.raises(UserError, match=r"logger.mlflow.tracking_uri configures the mlflow tracker.*logger=mlflow"):
         run_stage("train-clf", [*ONE_DIR, "logger.mlflow.tracking_uri=http://127.0.0.1:1"])
@@ -171,7 +171,7 @@ def test_a_bad_wandb_mode_is_a_clear_error(monkeypatch):
 # -- TensorBoard and W&B (offline): one classifier run logging to both --------------------------------
 @pytest.fixture(scope="module")
 def tb_wandb_run(tmp_path_factory):
-    if not (config.module_installed("tensorboard") and config.module_installed("wandb")):
+    if not (extras.module_installed("tensorboard") and extras.module_installed("wandb")):
         pytest.skip(f"tensorboard/wandb not installed ({EXTRA})")
     cwd = tmp_path_factory.mktemp("tb_wandb")
     env = {"WANDB_MODE": "offline", "WANDB_PROJECT": "from-env", "WANDB_SILENT": "true"}
@@ -299,7 +299,7 @@ class MlflowServer:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    if not config.module_installed("mlflow"):
+    if not extras.module_installed("mlflow"):
         pytest.skip(f"mlflow not installed ({EXTRA})")
     server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
     try:

@@ -17,7 +17,8 @@ from ..config import DatasetConfig
 from ..data import load_dataset
 from ..errors import UserError
 from ..runtime import resolve_device
-from ..stages.clf import label_ids, scores
+from ..stages.clf import label_ids
+from ..training.scoring import scores
 from .args import parse
 from .predict import ensemble_proba, load_classifiers, run_threshold
 
@@ -71,7 +72,7 @@ def main(argv: list[str]) -> int:
 
 def read_input(a, dataset, classes: list[str]) -> tuple[list[str], list]:
     """A labelled file's texts and labels, read as the run's dataset reads its files."""
-    from ..data.readers import read_labelled_file  # here: the split path reads through load_dataset
+    from ..data.formats import read_labelled_file  # here: the split path reads through load_dataset
 
     path = Path(a.input)
     if not path.is_file():

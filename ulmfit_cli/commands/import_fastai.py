@@ -29,7 +29,7 @@ from ..fileutil import dir_built_aside
 from ..stages.model_io import lm_payload, load_model
 from ..models.fastai_compat import (FastaiFormatError, LMSizes, check_itos, from_fastai_lm, reorder_rows,
                                     vocab_to_ulmfit)
-from ..reporting.metrics import write_summary
+from ..reporting.run_files import write_summary
 from .args import flags_to_dotlist, parse
 
 USAGE = ("usage: ulmfit import-fastai --weights lstm_fwd.pth --vocab itos_wt103.pkl "

@@ -47,7 +47,7 @@ def read_texts(path: str, columns: list[str]) -> list[str]:
     if not p.is_file():
         raise UserError(f"input={path}: no such file.",
                         "Give a .txt (one text per line), .csv, .tsv, .jsonl or .parquet file, or - for stdin.")
-    from ..data.readers import read_text_columns  # here: the readers import pandas, a .txt or stdin need not
+    from ..data.formats import read_text_columns  # here: the table readers import pandas, a .txt or stdin need not
 
     texts = read_text_columns(p, columns, "text_col")
     return texts if texts is not None else p.read_text(encoding="utf-8", errors="replace").splitlines()

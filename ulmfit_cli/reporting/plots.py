@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from ..training.metrics import higher_is_better
 from ..training.param_groups import unfreeze_plan
 from ..training.schedules import make_schedule
 
@@ -251,8 +252,8 @@ def _save(plt, fig, path: Path) -> Path:
 
 
 def lower_is_better(metric: str) -> bool:
-    name = metric.rsplit(".", 1)[-1]
-    return not any(w in name for w in ("accuracy", "f1", "auc"))
+    """As training/metrics.py declares (`fwd.val_error`: lower); a figure that is not a score: lower."""
+    return higher_is_better(metric) is not True
 
 
 def finite(v) -> bool:

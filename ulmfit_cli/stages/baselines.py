@@ -9,7 +9,7 @@ import logging
 
 import numpy as np
 
-from .clf import all_negative_f1, f1_scores, most_frequent_label_f1
+from ..training.scoring import all_negative_f1, f1_scores, most_frequent_label_f1
 
 log = logging.getLogger("ulmfit")
 

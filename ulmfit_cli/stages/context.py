@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..distributed import Ranks
 from ..errors import UserError
-from ..reporting.metrics import MetricsWriter, write_summary
+from ..reporting.run_files import MetricsWriter, write_summary
 from ..reporting.progress import make_progress
 from ..reporting.trackers import TrackedMetrics, open_trackers
 from ..runtime import (StopFlag, check_lstm_kernel, check_precision, describe_device, resolve_device, rng_state,

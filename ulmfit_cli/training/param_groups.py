@@ -7,10 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import UserError
+from ..registry import Registry
 
 if TYPE_CHECKING:  # only for hints: `ulmfit report` draws schedules without loading torch
     import torch.nn as nn
+
+# Each unfreezing option, with the `unfreeze.*` knobs it reads and whether it opens the groups in
+# phases (`thaws_in_phases`: train-clf warns when a short budget leaves those mostly frozen).
+UNFREEZE = Registry("unfreeze")
 
 
 def group_params(groups: list[list[nn.Module]]) -> list[list[nn.Parameter]]:
@@ -43,32 +47,46 @@ class Phase:
 
 def ignored_knobs(cfg, keys: set[str]) -> list[tuple[str, str]]:
     """(knob, the fix) for each `unfreeze.<knob>` in `keys` that `cfg` does not read."""
-    read_by = {"steps": ("gradual",), "epochs_per_phase": ("gradual", "chain_thaw")}
-    return [(k, f"add unfreeze={read_by[k][0]} to use it") for k in sorted(keys & read_by.keys())
-            if cfg.name not in read_by[k]]
+    return UNFREEZE.ignored_knobs(cfg.name, keys)
 
 
 def unfreeze_plan(cfg, n_groups: int, epochs: int) -> list[Phase]:
-    """Phases for unfreeze=gradual|none|last|chain_thaw over `epochs` epochs in total.
+    """Phases for the `unfreeze` option `cfg.name` over `epochs` epochs in total."""
+    return UNFREEZE[cfg.name].build(cfg, n_groups, epochs)
 
-    gradual: the top `steps[k]` groups train for `epochs_per_phase` epochs each, then all groups
-    train for the remaining epochs (at least one). chain_thaw (Felbo et al. 2017): the head, then
-    each lower group alone, then all.
-    """
-    top = lambda k: [i >= n_groups - k for i in range(n_groups)]
-    if cfg.name == "none":
-        return [Phase([True] * n_groups, epochs)]
-    if cfg.name == "last":
-        return [Phase(top(1), epochs)]
-    if cfg.name == "gradual":
-        steps = [k for k in cfg.steps if k < n_groups]
-        phases = [Phase(top(k), cfg.epochs_per_phase) for k in steps]
-        return phases + [Phase([True] * n_groups, max(epochs - sum(p.epochs for p in phases), 1))]
-    if cfg.name == "chain_thaw":
-        phases = [Phase([i == g for i in range(n_groups)], cfg.epochs_per_phase)
-                  for g in range(n_groups - 1, -1, -1)]
-        return phases + [Phase([True] * n_groups, max(epochs - sum(p.epochs for p in phases), 1))]
-    raise UserError(
-        f"Unknown unfreeze.name '{cfg.name}'.",
-        "Use unfreeze=gradual, unfreeze=none, unfreeze=last or unfreeze=chain_thaw.",
-    )
+
+def _top(k: int, n_groups: int) -> list[bool]:
+    return [i >= n_groups - k for i in range(n_groups)]
+
+
+def _then_all(phases: list[Phase], n_groups: int, epochs: int) -> list[Phase]:
+    """`phases`, then all groups for the epochs left (at least one)."""
+    return phases + [Phase([True] * n_groups, max(epochs - sum(p.epochs for p in phases), 1))]
+
+
+@UNFREEZE.register("gradual", reads=("steps", "epochs_per_phase"), thaws_in_phases=True)
+def _gradual(cfg, n_groups: int, epochs: int) -> list[Phase]:
+    """Gradual unfreezing (paper §3.3): the top steps[k] groups train for epochs_per_phase epochs each,
+    then all groups."""
+    steps = [k for k in cfg.steps if k < n_groups]
+    return _then_all([Phase(_top(k, n_groups), cfg.epochs_per_phase) for k in steps], n_groups, epochs)
+
+
+@UNFREEZE.register("none", thaws_in_phases=False)
+def _none(cfg, n_groups: int, epochs: int) -> list[Phase]:
+    """All layer groups train from the start."""
+    return [Phase([True] * n_groups, epochs)]
+
+
+@UNFREEZE.register("last", thaws_in_phases=False)
+def _last(cfg, n_groups: int, epochs: int) -> list[Phase]:
+    """Only the top group (the head) trains."""
+    return [Phase(_top(1, n_groups), epochs)]
+
+
+@UNFREEZE.register("chain_thaw", reads=("epochs_per_phase",), thaws_in_phases=True)
+def _chain_thaw(cfg, n_groups: int, epochs: int) -> list[Phase]:
+    """Chain-thaw (Felbo et al. 2017): the head, then each lower group alone, for epochs_per_phase each,
+    then all groups."""
+    phases = [Phase([i == g for i in range(n_groups)], cfg.epochs_per_phase) for g in range(n_groups - 1, -1, -1)]
+    return _then_all(phases, n_groups, epochs)

@@ -1,12 +1,17 @@
-"""Learning-rate schedules as pure functions of (step t, total steps T) -> multiplier of eta_max."""
+"""Learning-rate schedules as pure functions of (step t, total steps T) -> multiplier of eta_max.
+
+Each schedule registers itself in SCHEDULES with the `schedule.*` knobs only it reads (schedule.lr,
+decay and discriminative apply to every one); its builder takes the `schedule` config.
+"""
 from __future__ import annotations
 
 import math
 from typing import Callable
 
-from ..errors import UserError
+from ..registry import Registry
 
 Schedule = Callable[[int, int], float]
+SCHEDULES = Registry("schedule")
 
 
 def stlr(t: int, T: int, cut_frac: float = 0.1, ratio: float = 32.0) -> float:
@@ -39,15 +44,47 @@ def constant(t: int, T: int) -> float:
     return 1.0
 
 
-# The knobs only some schedules read; schedule.lr, decay and discriminative apply to every one.
-READ_BY = {"cut_frac": ("stlr",), "ratio": ("stlr",), "pct_start": ("one_cycle",), "div": ("one_cycle",),
-           "div_final": ("one_cycle",)}
+@SCHEDULES.register("stlr", reads=("cut_frac", "ratio"))
+def _stlr(cfg) -> Schedule:
+    """Slanted triangular LR (paper eq. 3): linear rise over cut_frac of the steps from lr/ratio to lr,
+    then linear decay back."""
+    return lambda t, T: stlr(t, T, cfg.cut_frac, cfg.ratio)
+
+
+@SCHEDULES.register("one_cycle", reads=("pct_start", "div", "div_final"))
+def _one_cycle(cfg) -> Schedule:
+    """fastai's fit_one_cycle: cosine warm-up over pct_start from lr/div, cosine anneal to lr/div_final."""
+    return lambda t, T: one_cycle(t, T, cfg.pct_start, cfg.div, cfg.div_final)
+
+
+@SCHEDULES.register("constant")
+def _constant(cfg) -> Schedule:
+    """One learning rate throughout."""
+    return constant
+
+
+@SCHEDULES.register("slanted_cosine", reads=("cut_frac", "ratio"))
+def slanted_cosine(cfg) -> Schedule:
+    """STLR's linear warm-up from lr/ratio to lr over cut_frac of the steps, then a cosine decay back
+    to lr/ratio.
+
+    eta_t = eta_max * (1 + p * (ratio - 1)) / ratio, with cut = floor(T * cut_frac) and p = t / cut
+    for t < cut (the warm-up of STLR, Howard & Ruder 2018, eq. 3), else
+    p = (1 + cos(pi * (t - cut) / (T - cut))) / 2 (cosine annealing, Loshchilov & Hutter 2017, eq. 5).
+    """
+    cut_frac, ratio = float(cfg.cut_frac), float(cfg.ratio)
+
+    def schedule(t: int, T: int) -> float:
+        cut = max(math.floor(T * cut_frac), 1)
+        p = t / cut if t < cut else (1 + math.cos(math.pi * min((t - cut) / max(T - cut, 1), 1.0))) / 2
+        return (1 + p * (ratio - 1)) / ratio
+
+    return schedule
 
 
 def ignored_knobs(cfg, keys: set[str]) -> list[tuple[str, str]]:
     """(knob, the fix) for each `schedule.<knob>` in `keys` that `cfg` does not read."""
-    out = [(k, f"add schedule={READ_BY[k][0]} to use it") for k in sorted(keys & READ_BY.keys())
-           if cfg.name not in READ_BY[k]]
+    out = SCHEDULES.ignored_knobs(cfg.name, keys)
     if "decay" in keys and not cfg.discriminative:
         out.append(("decay", "add schedule.discriminative=true to use it"))
     return out
@@ -55,13 +92,4 @@ def ignored_knobs(cfg, keys: set[str]) -> list[tuple[str, str]]:
 
 def make_schedule(cfg) -> Schedule:
     """From the `schedule` config group."""
-    if cfg.name == "stlr":
-        return lambda t, T: stlr(t, T, cfg.cut_frac, cfg.ratio)
-    if cfg.name == "one_cycle":
-        return lambda t, T: one_cycle(t, T, cfg.pct_start, cfg.div, cfg.div_final)
-    if cfg.name == "constant":
-        return constant
-    raise UserError(
-        f"Unknown schedule.name '{cfg.name}'.",
-        "Use schedule=stlr, schedule=one_cycle or schedule=constant.",
-    )
+    return SCHEDULES[cfg.name].build(cfg)

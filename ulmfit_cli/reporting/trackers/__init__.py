@@ -19,7 +19,6 @@ callback registered in conf/_common.yaml.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 from pathlib import Path
@@ -28,6 +27,8 @@ from omegaconf import DictConfig
 
 from ...errors import UserError
 from ...fileutil import read_json, write_json
+# each tracker module registers itself on import; this order is the order they open in
+from . import tensorboard_tracker, mlflow_tracker, wandb_tracker  # noqa: F401
 from .common import RUN_IDS, TRACKERS, RunInfo, brief, selected, status_of
 
 log = logging.getLogger("ulmfit")
@@ -82,8 +83,7 @@ def open_trackers(cfg: DictConfig, run_dir: Path) -> list:
     opened: list = []
     try:
         for name in names:
-            module = importlib.import_module(f".{name}_tracker", __name__)
-            opened.append(module.open_run(cfg.logger[name], cfg, info, ids.get(name)))
+            opened.append(TRACKERS[name].build(cfg.logger[name], cfg, info, ids.get(name)))
     except BaseException:
         for t in opened:
             try:
@@ -101,8 +101,7 @@ def check_trackers(cfg: DictConfig) -> None:
     """What can be checked without opening a run: each selected tracker's package imports and its
     server (if any) answers. For a job that starts other processes (distributed=ddp)."""
     for name in selected(cfg.get("logger")):
-        module = importlib.import_module(f".{name}_tracker", __name__)
-        module.check(cfg.logger[name])
+        TRACKERS[name].info["check"](cfg.logger[name])
 
 
 def misplaced_tracker_keys(argv: list[str]) -> None:

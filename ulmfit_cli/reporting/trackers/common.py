@@ -12,9 +12,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ...errors import Stopped, UserError
+from ...registry import Registry
+from ...training.metrics import METRICS
 from ..sweep import flatten, flatten_results, read_overrides, split_override, sweep_dir_of
 
-TRACKERS = ("tensorboard", "mlflow", "wandb")
+# Each tracker module registers its open_run (with its `check` and the keys of its logger.<name> node);
+# the package imports them in this order, the order trackers open in.
+TRACKERS = Registry("logger")
 EXTRA = "pip install -e '.[tracking]'"
 RUN_IDS = "trackers.json"  # in a run dir: each tracker's run id; in a sweep dir: the MLflow parent run
 
@@ -59,7 +63,7 @@ def selected(logger_cfg: DictConfig | None) -> list[str]:
     """The trackers `logger=` selected (nodes that are not null), in a fixed order."""
     if logger_cfg is None:
         return []
-    return [t for t in TRACKERS if logger_cfg.get(t) is not None]
+    return [t for t in TRACKERS.names() if logger_cfg.get(t) is not None]
 
 
 def import_tracker(tracker: str, module: str, package: str | None = None):
@@ -82,10 +86,11 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
 
 
 def row_metrics(row: dict) -> tuple[int, dict[str, float]]:
-    """A metrics.csv row as (global step, {'fwd/valid/accuracy': .91, 'fwd/epoch': 1, ...})."""
+    """A metrics.csv row as (global step, {'fwd/valid/accuracy': .91, 'fwd/epoch': 1, ...}): its figures,
+    not the keys that name the row (training/metrics.py declares which are which)."""
     d, split = row.get("direction") or "fwd", row.get("split") or "train"
     out = {f"{d}/{split}/{k}": float(v) for k, v in row.items()
-           if k not in ("stage", "direction", "split", "step", "epoch") and _number(v)}
+           if (k not in METRICS or METRICS[k].kind != "key") and _number(v)}
     if _number(row.get("epoch")):
         out[f"{d}/epoch"] = float(row["epoch"])
     return int(row.get("step") or 0), out

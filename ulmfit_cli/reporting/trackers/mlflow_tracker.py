@@ -18,14 +18,16 @@ import os
 import socket
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlparse
 
 from hydra.experimental.callback import Callback
 
+from ...config import MlflowConfig
 from ...errors import Stopped, UserError, print_error
 from ...fileutil import read_json, write_json
-from .common import RUN_IDS, RunInfo, brief, env_or, final_metrics, flat_params, import_tracker, row_metrics
+from .common import RUN_IDS, TRACKERS, RunInfo, brief, env_or, final_metrics, flat_params, import_tracker, row_metrics
 
 log = logging.getLogger("ulmfit")
 PARAM_BATCH = 100  # MLflow takes at most 100 params per log_batch call
@@ -96,7 +98,10 @@ def experiment_id(client, name: str) -> str:
         return found.experiment_id
 
 
+@TRACKERS.register("mlflow", reads=tuple(f.name for f in fields(MlflowConfig)), check=check)
 def open_run(ml_cfg, cfg, info: RunInfo, ids: dict | None) -> "MlflowRun":
+    """An MLflow run per stage run at logger.mlflow.tracking_uri; a -m sweep is a parent run with one
+    child per job."""
     client, uri, exp = connect(ml_cfg, cfg.stage)
     parent = parent_run(info, uri)
     try:

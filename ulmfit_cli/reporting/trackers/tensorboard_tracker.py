@@ -7,10 +7,12 @@ is written as the run's hparams with the final figures as its metrics.
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 
+from ...config import TensorBoardConfig
 from ...errors import UserError
-from .common import RunInfo, final_metrics, flat_params, import_tracker, row_metrics
+from .common import TRACKERS, RunInfo, final_metrics, flat_params, import_tracker, row_metrics
 
 
 def log_dir(tb_cfg, cfg, info: RunInfo) -> Path:
@@ -27,7 +29,9 @@ def check(tb_cfg) -> None:
     import_tracker("tensorboard", "torch.utils.tensorboard", "tensorboard")
 
 
+@TRACKERS.register("tensorboard", reads=tuple(f.name for f in fields(TensorBoardConfig)), check=check)
 def open_run(tb_cfg, cfg, info: RunInfo, ids: dict | None) -> "TensorBoardRun":
+    """TensorBoard event files in <run dir>/tensorboard, or under logger.tensorboard.save_dir."""
     tb = import_tracker("tensorboard", "torch.utils.tensorboard", "tensorboard")
     path = log_dir(tb_cfg, cfg, info)
     try:

@@ -9,10 +9,12 @@ and W&B's own step may only grow.
 from __future__ import annotations
 
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
+from ...config import WandbConfig
 from ...errors import UserError
-from .common import RunInfo, brief, env_or, final_metrics, import_tracker, row_metrics
+from .common import TRACKERS, RunInfo, brief, env_or, final_metrics, import_tracker, row_metrics
 
 MODES = ("online", "offline", "disabled", "shared")
 
@@ -31,7 +33,9 @@ def check(wb_cfg) -> None:
     mode_of(wb_cfg)
 
 
+@TRACKERS.register("wandb", reads=tuple(f.name for f in fields(WandbConfig)), check=check)
 def open_run(wb_cfg, cfg, info: RunInfo, ids: dict | None) -> "WandbRun":
+    """A Weights & Biases run per stage run; the jobs of a -m sweep share a W&B group."""
     from omegaconf import OmegaConf
 
     wandb = import_tracker("wandb", "wandb")
