@@ -9,11 +9,12 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 from ..data import load_dataset
-from ..data.token_cache import token_cache_dir
+from ..data.token_cache import encode, token_cache_dir
 from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
 from .context import RunContext
-from .lm import encode, train_lms
+from .lm import METRICS, train_lms
 from .sources import source_lms
+from .wiring import check_callbacks
 
 
 def target_numericalizer(cfg, texts, source):
@@ -30,6 +31,7 @@ def target_numericalizer(cfg, texts, source):
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     directions = list(cfg.bidirectional.directions)
+    check_callbacks(cfg, METRICS)
     source_dir, sources = source_lms(ctx, "pretrained")
     data = load_dataset(cfg.dataset, cfg.data_root)
     lm_texts = data.train_texts + data.lm_extra + (data.test_texts if cfg.dataset.use_test_for_lm else [])

@@ -4,11 +4,9 @@ from __future__ import annotations
 import logging
 import math
 
-import numpy as np
 import torch
 
 from ..data.batching import LMStream
-from ..data.token_cache import cached_encode
 from .model_io import lm_from, lm_payload
 from ..models.heads import LanguageModel
 from ..training.loop import StepOut
@@ -17,6 +15,7 @@ from .context import RunContext
 from .wiring import HiddenCarry, fit, make_trainer
 
 log = logging.getLogger("ulmfit")
+METRICS = ["val_loss", "val_accuracy", "val_perplexity"]  # what lm_eval returns, as callbacks= monitor them
 
 
 def lm_step(alpha: float, beta: float, device: torch.device):
@@ -61,11 +60,6 @@ def lm_eval(stream: LMStream, device: torch.device, reduce=None):
     return evaluate
 
 
-def encode(numericalizer, texts: list[str], cache_dir=None) -> list[np.ndarray]:
-    """Token ids per text; cached on disk under `cache_dir` (see data/token_cache.py) unless None."""
-    return cached_encode(numericalizer, texts, cache_dir, workers=2 if len(texts) > 20000 else 1)
-
-
 def train_lms(ctx: RunContext, sources: dict, numericalizer, train_docs, valid_docs) -> dict:
     """Each direction's LM, new or from its source checkpoint (None: from scratch), trained and saved;
     a direction that a resumed run had finished is not trained again. Returns the results per direction."""
@@ -91,14 +85,16 @@ def train_lm(ctx: RunContext, model: LanguageModel, numericalizer, train_docs, v
                      **shard)
     valid = LMStream(valid_docs, t.eval_bs or t.bs, t.bptt, shuffle=False, variable=False, reverse=reverse, **shard)
     trainer = make_trainer(ctx, model, lm_step(t.alpha, t.beta, ctx.device),
-                           lm_eval(valid, ctx.device, ranks.sum if ranks.enabled else None), direction,
+                           lm_eval(valid, ctx.device, ranks.sum if ranks.enabled else None), direction, METRICS,
                            carry=HiddenCarry(model), lr_scale=lambda batch: batch.lr_scale)
     log.info("%s LM: %d train tokens, %d valid tokens, %d batches/epoch, vocab %d",
              direction, train.n_tokens, valid.n_tokens, len(train), len(numericalizer.itos))
     history = fit(ctx, trainer, train, unfreeze_plan(cfg.unfreeze, len(model.layer_groups()), t.epochs))
-    final = next(r for r in reversed(history) if r["split"] == "valid")
+    # the last epoch's validation, or that of the epoch whose weights a callback (keep_best) put back
+    final = next(r for r in reversed(history) if r["split"] == "valid"
+                 and trainer.weights_epoch in (None, r["epoch"]))
     result = {"val_loss": final["loss"], "val_perplexity": final["perplexity"],
               "val_accuracy": final["accuracy"], "epochs": trainer.state.epoch,
-              "train_tokens": train.n_tokens}
+              "train_tokens": train.n_tokens, **trainer.report}
     ctx.save(direction, lm_payload(model, numericalizer, cfg.model, direction, result))
     return result

@@ -18,10 +18,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import ModelConfig
-from ..data.tokenizers import PAD_ID, map_bias, map_embeddings
+from ..data.tokenizers import PAD_ID
 from ..errors import UserError
 from ..models import build_classifier, build_lm
 from ..models.heads import LanguageModel, TextClassifier
+from ..models.vocab_mapping import map_bias, map_embeddings
 
 log = logging.getLogger("ulmfit")
 

@@ -5,14 +5,16 @@ Fit the tokenizer/vocabulary on the general corpus, then train an AWD-LSTM LM pe
 from __future__ import annotations
 
 from ..data import load_pretraining_corpus
-from ..data.token_cache import token_cache_dir
+from ..data.token_cache import encode, token_cache_dir
 from ..data.tokenizers import fit_numericalizer
 from .context import RunContext
-from .lm import encode, train_lms
+from .lm import METRICS, train_lms
+from .wiring import check_callbacks
 
 
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
+    check_callbacks(cfg, METRICS)
     corpus = load_pretraining_corpus(cfg.dataset, cfg.data_root)
     numericalizer = fit_numericalizer(corpus.train_texts, cfg.tokenizer)
     cache = token_cache_dir(cfg)

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from ..checkpoints import load_checkpoint
-from ..data import download
+from ..data import download_registry
 from ..errors import UserError
 
 PREVIOUS_STAGE = {"finetune-lm": "pretrain", "train-clf": "finetune-lm"}
@@ -23,7 +23,7 @@ def find_source_run(value: str | None, stage: str, outputs_root: str, directions
         return None
     prev = PREVIOUS_STAGE[stage]
     need = [f"{d}.pt" for d in directions]
-    if stage == "finetune-lm" and str(value) in download.pretrained_names():
+    if stage == "finetune-lm" and str(value) in download_registry.pretrained_names():
         return _downloaded_run(str(value), data_root, key, need)
     if str(value) == "latest":
         root = Path(outputs_root) / prev
@@ -126,7 +126,7 @@ def load_lm_checkpoint(run_dir: Path, direction: str, key: str) -> dict:
 
 
 def _downloaded_run(name: str, data_root: str | None, key: str, need: list[str]) -> Path:
-    run = download.pretrained_run_dir(name, data_root)
+    run = download_registry.pretrained_run_dir(name, data_root)
     root = f" --dest {run.parent.parent}" if data_root else ""
     if not (run / "summary.json").is_file():
         raise UserError(

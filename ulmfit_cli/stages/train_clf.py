@@ -14,18 +14,18 @@ import torch
 
 from ..data import load_dataset
 from ..data.batching import MIN_ROWS, ClassifierBatches
-from ..data.token_cache import token_cache_dir
+from ..data.token_cache import encode, token_cache_dir
 from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
 from ..errors import UserError
 from ..models import classifier_group_count
 from .model_io import classifier_from, clf_payload, sized_like
-from ..training.param_groups import Phase, unfreeze_plan
+from ..training.param_groups import UNFREEZE, Phase, unfreeze_plan
+from ..training.scoring import scores, tune_threshold
 from .baselines import check_beats, majority, tfidf_logreg
-from .clf import clf_step, label_ids, scores, sharded_predict_proba, tune_threshold
+from .clf import clf_step, label_ids, sharded_predict_proba
 from .context import RunContext
-from .lm import encode
 from .sources import source_lms, source_scores
-from .wiring import fit, make_trainer
+from .wiring import check_callbacks, fit, make_trainer
 
 log = logging.getLogger("ulmfit")
 SPLITS = ("train", "valid", "test")
@@ -34,6 +34,7 @@ SPLITS = ("train", "valid", "test")
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     directions = list(cfg.bidirectional.directions)
+    check_callbacks(cfg, validation_metrics(bool(cfg.dataset.multi_label)))
     source_dir, sources = source_lms(ctx, "lm")
     data = labelled_dataset(cfg)
     multi, classes = bool(cfg.dataset.multi_label), list(data.classes)
@@ -81,12 +82,17 @@ def train_direction(ctx: RunContext, direction: str, source: dict | None, numeri
     scorer = SplitScorer(ctx, model, docs, numericalizer.pad_id, reverse=direction == "bwd", multi_label=multi)
     train = ClassifierBatches(docs["train"], ys["train"], t.bs, numericalizer.pad_id, t.bptt, seed=cfg.seed,
                               reverse=direction == "bwd", rank=ranks.rank, world_size=ranks.world_size)
-    trainer = make_trainer(ctx, model, clf_step(ctx.device, multi), scorer.validation_scores(ys["valid"]), direction)
+    trainer = make_trainer(ctx, model, clf_step(ctx.device, multi), scorer.validation_scores(ys["valid"]), direction,
+                           validation_metrics(multi))
     history = fit(ctx, trainer, train, plan)
-    last_eval_is_current = bool(history) and history[-1]["step"] == trainer.state.global_step
+    last_eval_is_current = (bool(history) and history[-1]["step"] == trainer.state.global_step
+                            and trainer.weights_epoch is None)  # keep_best may have put back an earlier epoch
     p = {"valid": scorer.proba("valid", reuse_last=last_eval_is_current), "test": scorer.proba("test")}
     result, threshold = split_scores(p["valid"], p["test"], ys, multi)
-    ctx.log_row(direction)({"epoch": trainer.state.epoch, "step": trainer.state.global_step, "split": "test",
+    result.update(trainer.report)
+    epoch = trainer.weights_epoch or trainer.state.epoch  # the epoch whose weights are scored
+    step = next((r["step"] for r in history if r["epoch"] == epoch), trainer.state.global_step)
+    ctx.log_row(direction)({"epoch": epoch, "step": step, "split": "test",
                             "loss": result["test_loss"], "accuracy": result["test_accuracy"],
                             **({"f1_micro": result["test_f1_micro"], "f1_macro": result["test_f1_macro"]} if multi else {}),
                             "elapsed_s": round(trainer.elapsed(), 3)})
@@ -94,6 +100,11 @@ def train_direction(ctx: RunContext, direction: str, source: dict | None, numeri
                           multi_label=multi, threshold=threshold, result=result, probs=p)
     ctx.save(direction, payload)
     return payload
+
+
+def validation_metrics(multi: bool) -> list[str]:
+    """What SplitScorer.validation_scores returns, as callbacks= monitor it."""
+    return ["val_loss", "val_accuracy", "val_error"] + (["val_f1_micro", "val_f1_macro"] if multi else [])
 
 
 class SplitScorer:
@@ -144,7 +155,7 @@ def short_budget_warning(plan: list[Phase], unfreeze, asked: int) -> str | None:
     full = sum(p.epochs for p in plan if all(p.trainable))
     longer = (f"train.epochs={asked} is fewer than its {len(plan) - 1} phase(s) and one epoch of all layers "
               f"need, so this run trains {partial + full} epochs, not {asked}.") if partial + full > asked else ""
-    if unfreeze.name not in ("gradual", "chain_thaw") or partial <= full:
+    if not UNFREEZE[unfreeze.name].info["thaws_in_phases"] or partial <= full:
         msg = f"unfreeze={unfreeze.name}: {longer}" if longer else None
     else:
         msg = (f"unfreeze={unfreeze.name} spends {partial} of the {partial + full} epochs on a partly frozen "

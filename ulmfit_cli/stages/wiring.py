@@ -1,13 +1,18 @@
 """The wiring every stage's training shares, written once: the optimiser with discriminative
-LRs, the Trainer with its callbacks (metrics rows, progress, checkpoints), the DDP wrapper and
-per-rank reseeding, resuming from saved progress, and stopping on a signal.
+LRs, the Trainer with its callbacks (metrics rows, progress, checkpoints, and those `callbacks=`
+names), the DDP wrapper and per-rank reseeding, resuming from saved progress, and stopping on a signal.
 """
 from __future__ import annotations
 
+import inspect
+
+import hydra.utils
 import torch
+from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
 
 from ..distributed import DDPForward, reseed_rank
-from ..errors import Interrupted
+from ..errors import Interrupted, UserError
 from ..training.callbacks import Checkpointer, LogRows, ProgressBar
 from ..training.loop import Trainer
 from ..training.param_groups import Phase, discriminative_lrs, group_params
@@ -28,16 +33,17 @@ def make_optimizer(cfg, groups) -> tuple[torch.optim.Optimizer, list[float]]:
     return opt, lrs
 
 
-def make_trainer(ctx: RunContext, model: torch.nn.Module, step_fn, eval_fn, direction: str, *,
+def make_trainer(ctx: RunContext, model: torch.nn.Module, step_fn, eval_fn, direction: str, metrics: list[str], *,
                  carry=None, lr_scale=None) -> Trainer:
     """A Trainer for `model` (already on ctx.device), resumed from this direction's saved
-    progress when the run is resumed. `carry` and `lr_scale` are the LM's (see training/loop.py)."""
+    progress when the run is resumed. `metrics`: the names of what eval_fn returns (val_loss, ...),
+    which callbacks may monitor. `carry` and `lr_scale` are the LM's (see training/loop.py)."""
     cfg, ranks = ctx.cfg, ctx.ranks
     opt, lrs = make_optimizer(cfg, model.layer_groups())
-    callbacks = [LogRows(ctx.log_row(direction)),
+    # the epoch's rows are logged before callbacks= see them, and checkpointed after they decided
+    callbacks = [LogRows(ctx.log_row(direction)), *([ProgressBar(ctx.progress)] if ctx.progress is not None else []),
+                 *configured_callbacks(cfg, metrics),
                  Checkpointer(lambda tr: save_progress(ctx, tr, direction), cfg.checkpoint.every_steps)]
-    if ctx.progress is not None:
-        callbacks.insert(1, ProgressBar(ctx.progress))
     trainer = Trainer(model, opt, lrs, make_schedule(cfg.schedule), step_fn, eval_fn, device=ctx.device,
                       precision=ctx.precision, clip=cfg.train.clip, on_nan=cfg.train.on_nan,
                       forward=DDPForward(model, ctx.device) if ranks.enabled else None, carry=carry,
@@ -46,6 +52,48 @@ def make_trainer(ctx: RunContext, model: torch.nn.Module, step_fn, eval_fn, dire
     reseed_rank(cfg.seed, ranks.rank, 0)
     resume(ctx, trainer, direction)
     return trainer
+
+
+def configured_callbacks(cfg, metrics: list[str]) -> list:
+    """New objects for the nodes of `callbacks=` (each direction its own), every one checked
+    before training: an importable `_target_`, keys its class takes, a metric this stage has."""
+    found = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        cb = instantiate_callback(f"callbacks.{name}", node)
+        if hasattr(cb, "check_metrics"):
+            cb.check_metrics(list(metrics))
+        found.append(cb)
+    return found
+
+
+def check_callbacks(cfg, metrics: list[str]) -> None:
+    """`callbacks=` checked when a stage starts, before its data is read (each Trainer makes its own)."""
+    configured_callbacks(cfg, metrics)
+
+
+def instantiate_callback(where: str, node):
+    target = node.get("_target_") if OmegaConf.is_dict(node) else None
+    if not target:
+        raise UserError(f"{where} has no _target_, so ulmfit cannot tell which class to make.",
+                        "Give it `_target_: <module>.<Class>` (as conf/callbacks/early_stopping.yaml does).")
+    try:
+        cls = hydra.utils.get_object(target)
+    except Exception as e:  # ImportError, AttributeError, or Hydra's wrapping of them
+        raise UserError(f"{where}._target_={target} cannot be imported ({e}).",
+                        "Check the name, and put the folder holding its module on PYTHONPATH.") from None
+    keys = [k for k in node if not str(k).startswith("_")]
+    try:
+        inspect.signature(cls).bind(**dict.fromkeys(keys))
+    except TypeError as e:
+        takes = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+        raise UserError(f"{where}: {target} refuses the keys {', '.join(keys) or '(none)'} ({e}); it takes "
+                        f"{', '.join(takes) or 'no key'}.", f"Fix or drop the key in {where}.") from None
+    try:
+        return hydra.utils.instantiate(node)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, UserError):  # the class's own check of a value
+            raise e.__cause__ from None
+        raise
 
 
 def fit(ctx: RunContext, trainer: Trainer, batches, phases: list[Phase]) -> list[dict]:

@@ -4,8 +4,9 @@ It knows nothing of language models or ULMFiT. A stage gives it, at construction
 - `step_fn(forward, batch) -> StepOut`: the loss of a batch (`forward` is the model, or the model
   wrapped for data-parallel training);
 - `eval_fn(model) -> dict`: the validation metrics;
-- `callbacks`: small objects whose hooks run at epoch start, after each step and at epoch end
-  (metrics rows, progress, checkpoints; see callbacks.py);
+- `callbacks`: small objects whose hooks run at epoch start, after each step, at epoch end and
+  when training ends (metrics rows, progress, checkpoints, and those of `callbacks=`: see
+  callbacks.py for the hooks and what a callback may ask of the Trainer, e.g. to stop);
 - `stop`: a flag a signal handler sets (the loop stops after the current batch);
 - `ranks`: for data-parallel training, the collective over which, once per step, the ranks sum the
   logged loss and unit counts (every row of metrics.csv describes the global batch) and agree on a
@@ -87,6 +88,7 @@ class LoopState:
     history: list = field(default_factory=list)
     # running sums of the current epoch, so a mid-epoch resume reports the same epoch means
     sums: dict = field(default_factory=lambda: dict(EMPTY_SUMS))
+    stop_requested: bool = False  # a callback ended training (request_stop): no further epoch
 
 
 # n_norm: steps with a finite gradient norm (fp16's GradScaler skips a step whose gradients overflowed)
@@ -136,6 +138,9 @@ class Trainer:
         self.stopping = False  # the stop every rank agreed on, set by train_step
         self.t0 = time.perf_counter()
         self.elapsed_before = 0.0  # wall time of earlier (resumed-from) processes
+        self.total_epochs = 0  # of the phases being fitted
+        self.report: dict = {}  # what callbacks add to this direction's results (summary.json)
+        self.weights_epoch: int | None = None  # the epoch whose weights a callback restored
 
     # -- one step and one evaluation -------------------------------------------------------
     def train_step(self, batch, lr_factor: float = 1.0) -> StepResult:
@@ -177,24 +182,48 @@ class Trainer:
         with torch.no_grad(), autocast_for(self.device, self.precision):
             return self.eval_fn(self.model)
 
+    # -- what callbacks may ask ---------------------------------------------------------------
+    def request_stop(self) -> None:
+        """End training after the current epoch (a stop by plan, not by signal: the run finishes)."""
+        self.state.stop_requested = True
+
+    def weights(self) -> dict:
+        """A CPU copy of the model's weights (a later step does not change it)."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def restore_weights(self, weights: dict, epoch: int) -> None:
+        """Put back the weights of an earlier epoch, recorded as the ones the model now has."""
+        self.model.load_state_dict(weights)
+        self.weights_epoch = epoch
+
     # -- the loop ------------------------------------------------------------------------
     def fit(self, batches: Batches, phases: list[Phase]) -> list[dict]:
-        """Train through every phase; the LR schedule restarts with each phase (as the reference)."""
-        n = min(len(batches), self.max_steps) if self.max_steps else len(batches)
-        first = 0
+        """Train through every phase; the LR schedule restarts with each phase (as the reference).
+        on_train_end runs when it ended as planned, not when a signal stopped it."""
+        self.total_epochs = sum(p.epochs for p in phases)
         try:
-            for phase in phases:
-                last = first + phase.epochs
-                if self.state.epoch < last:
-                    self._set_trainable(phase.trainable)
-                for epoch in range(max(first, self.state.epoch), last):
-                    self._train_epoch(batches, epoch, (epoch - first) * n, phase.epochs * n, n)
-                    if self.stopping:
-                        return self.state.history
-                first = last
+            if self._fit_phases(batches, phases):
+                self._call("on_train_end")
         finally:
             self._call("on_fit_end")
         return self.state.history
+
+    def _fit_phases(self, batches: Batches, phases: list[Phase]) -> bool:
+        """The epochs left to train; False when a signal stopped them."""
+        n = min(len(batches), self.max_steps) if self.max_steps else len(batches)
+        first = 0
+        for phase in phases:
+            last = first + phase.epochs
+            if self.state.epoch < last and not self.state.stop_requested:
+                self._set_trainable(phase.trainable)
+            for epoch in range(max(first, self.state.epoch), last):
+                if self.state.stop_requested:
+                    return True
+                self._train_epoch(batches, epoch, (epoch - first) * n, phase.epochs * n, n)
+                if self.stopping:
+                    return False
+            first = last
+        return True
 
     def _train_epoch(self, batches: Batches, epoch: int, phase_offset: int, phase_total: int, n: int) -> None:
         self.model.train()
@@ -269,6 +298,16 @@ class Trainer:
             if fn is not None:
                 fn(self, *args)
 
+    def _stateful(self) -> dict:
+        """The callbacks that keep state, by class name (numbered from the second of a class on)."""
+        named = {}
+        for cb in (c for c in self.callbacks if hasattr(c, "state_dict")):
+            name, k = type(cb).__name__, 1
+            while (key := name if k == 1 else f"{name}#{k}") in named:
+                k += 1
+            named[key] = cb
+        return named
+
     # -- resume ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: weights, optimiser, loop position, RNGs."""
@@ -279,7 +318,8 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "loop": {"epoch": self.state.epoch, "step_in_epoch": self.state.step_in_epoch,
                      "global_step": self.state.global_step, "history": self.state.history,
-                     "sums": dict(self.state.sums)},
+                     "sums": dict(self.state.sums), "stop_requested": self.state.stop_requested},
+            "callbacks": {name: cb.state_dict() for name, cb in self._stateful().items()},
             "rng": rng_state(),
             "hidden": [[h.cpu(), c.cpu()] for h, c in carried] if carried is not None else None,
             "elapsed_s": self.elapsed(),
@@ -291,7 +331,11 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         loop = state["loop"]
         self.state = LoopState(loop["epoch"], loop["step_in_epoch"], loop["global_step"], list(loop["history"]),
-                               dict(loop["sums"]))
+                               dict(loop["sums"]), bool(loop.get("stop_requested", False)))
+        saved = state.get("callbacks") or {}
+        for name, cb in self._stateful().items():
+            if name in saved:
+                cb.load_state_dict(saved[name])
         if state.get("hidden") is not None and self.carry is not None:
             self.carry.set([(h.to(self.device), c.to(self.device)) for h, c in state["hidden"]])
         set_rng_state(state["rng"])
