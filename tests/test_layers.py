@@ -1,6 +1,7 @@
 """The package's import graph: no cycles, and every import points down the layers.
 
-Layers, from the bottom: helpers (config, errors, fileutil, checkpoints) < data/, models/ < training/, runtime, distributed <
+Layers, from the bottom: helpers (config, command_line, extras, errors, fileutil, checkpoints, registry) < data/,
+models/ < training/, runtime, distributed/, sweep_stop <
 reporting/ < stages/ < commands/ < cli < __main__. Imports inside functions count too: a
 function-level import is still a dependency, only a later one.
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "ulmfit_cli"
 LAYERS = [
-    {"__init__", "config", "errors", "fileutil", "checkpoints"},
+    {"__init__", "build_info", "config", "command_line", "extras", "errors", "fileutil", "checkpoints", "registry"},
     {"data", "models"},
     {"training", "runtime", "distributed", "sweep_stop"},
     {"reporting"},

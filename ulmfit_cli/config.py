@@ -13,7 +13,6 @@ line that repeats a schema default, the copy that could drift from it.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -28,18 +27,18 @@ from .errors import UserError
 
 @dataclass
 class ModelConfig:
-    name: str = "awd_lstm"
-    emb_size: int = 400
-    hidden_size: int = 1152
-    n_layers: int = 3
+    name: str = "awd_lstm"  # the architecture (AWD-LSTM); model=tiny|small|awd_lstm pick sizes
+    emb_size: int = 400  # embedding size (and the last LSTM layer's output size, tied to the decoder)
+    hidden_size: int = 1152  # hidden units of each LSTM layer but the last
+    n_layers: int = 3  # LSTM layers
     # The five AWD-LSTM dropouts, each multiplied by drop_mult.
-    output_p: float = 0.4
-    hidden_p: float = 0.3
-    input_p: float = 0.4
-    embed_p: float = 0.05
-    weight_p: float = 0.5
-    drop_mult: float = 1.0
-    tie_weights: bool = True
+    output_p: float = 0.4  # dropout on the last LSTM layer's output (before the decoder / head)
+    hidden_p: float = 0.3  # dropout between LSTM layers
+    input_p: float = 0.4  # dropout on the embedding output
+    embed_p: float = 0.05  # embedding dropout: whole word vectors zeroed
+    weight_p: float = 0.5  # weight drop (DropConnect) on the LSTMs' hidden-to-hidden weights
+    drop_mult: float = 1.0  # multiplies all five dropouts (the paper tunes this one knob)
+    tie_weights: bool = True  # the LM decoder shares the embedding matrix
     # Embedding init: uniform(-emb_init, emb_init); 0.1 as the reference. Small embeddings (emb 64)
     # learn word distinctions far slower from 0.1: the tiny model uses 1.0.
     emb_init: float = 0.1
@@ -51,7 +50,7 @@ class ModelConfig:
     # false = the reference, the full logits and F.cross_entropy.
     fused_softmax: bool = True
     # Classifier head
-    clf_hidden: int = 50
+    clf_hidden: int = 50  # hidden units of the classifier head's first linear block
     # The head's dropouts are those of the reference (fastai's get_text_classifier, and the paper-era
     # script's drops=[dps[4], 0.1]): output_p x drop_mult before the first block, clf_dropout,
     # unscaled, before the second.
@@ -62,19 +61,19 @@ class ModelConfig:
 class DatasetConfig:
     name: str = MISSING  # reader: sample, csv, jsonl, hf, wikitext2, wikitext103, imdb, trec6, ag_news, dbpedia, yelp_bi, yelp_full
     data_dir: Optional[str] = None  # default: <data root>/<name>; data root = $ULMFIT_DATA or ~/.cache/ulmfit
-    train_file: Optional[str] = None
-    valid_file: Optional[str] = None
-    test_file: Optional[str] = None
-    text_cols: List[str] = field(default_factory=lambda: ["text"])
-    label_col: Optional[str] = "label"
-    multi_label: bool = False
-    label_sep: str = ";"
-    valid_frac: float = 0.1
-    split_seed: int = 42
-    max_train_examples: Optional[int] = None
+    train_file: Optional[str] = None  # csv/jsonl/parquet: the training file (required by dataset=csv|jsonl)
+    valid_file: Optional[str] = None  # csv/jsonl: a validation file; null = valid_frac of train
+    test_file: Optional[str] = None  # csv/jsonl: a test file; null = no test split
+    text_cols: List[str] = field(default_factory=lambda: ["text"])  # columns joined into the text (a list, even of one)
+    label_col: Optional[str] = "label"  # the label column; null = unlabelled (LM text only)
+    multi_label: bool = False  # several labels per example, separated by label_sep (sigmoid head)
+    label_sep: str = ";"  # multi_label: the separator between one example's labels
+    valid_frac: float = 0.1  # share of train held out for validation where there is no validation split
+    split_seed: int = 42  # seed of that hold-out split (fixed apart from the run's seed)
+    max_train_examples: Optional[int] = None  # keep this many labelled training examples (low-shot studies)
     max_docs: Optional[int] = None  # cap every split (quick experiments)
     use_unsup: bool = True  # include unlabelled text (e.g. IMDb unsup) in LM fine-tuning
-    use_test_for_lm: bool = False
+    use_test_for_lm: bool = False  # add the test split's text (never its labels) to LM fine-tuning
     # The general-domain dataset config `ulmfit pipeline` pretrains on for this task.
     pretrain_corpus: str = "wikitext103"
     # Unlabelled text added to LM fine-tuning (off with use_unsup=false): .txt (a document a line),
@@ -89,72 +88,72 @@ class DatasetConfig:
 
 @dataclass
 class TokenizerConfig:
-    name: str = "word"  # word | spm
-    max_vocab: int = 60000
-    min_freq: int = 2
+    name: str = "word"  # an option of conf/tokenizer/ (each registers the knobs it reads: data/tokenizers/)
+    max_vocab: int = 60000  # word: the most frequent tokens kept
+    min_freq: int = 2  # word: tokens seen fewer times become xxunk
     # sentencepiece
     vocab_size: int = 15000
     model_type: str = "unigram"  # unigram | bpe
-    character_coverage: float = 0.9999
-    max_sentences: int = 2000000
+    character_coverage: float = 0.9999  # spm: share of characters the model covers
+    max_sentences: int = 2000000  # spm: sentences sampled to train the SentencePiece model
 
 
 @dataclass
 class ScheduleConfig:
-    name: str = "stlr"  # stlr | one_cycle | constant
+    name: str = "stlr"  # an option of conf/schedule/ (each registers the knobs it reads: training/schedules.py)
     lr: float = 0.01  # eta_max
-    cut_frac: float = 0.1
-    ratio: float = 32.0
+    cut_frac: float = 0.1  # STLR: share of the steps spent warming up
+    ratio: float = 32.0  # STLR: how much smaller the lowest LR is than lr
     decay: float = 2.6  # discriminative fine-tuning: eta^(l-1) = eta^l / decay
-    discriminative: bool = True
+    discriminative: bool = True  # one LR per layer group, lower by decay each group down
     # one_cycle (fastai-style cosine)
     pct_start: float = 0.25
-    div: float = 25.0
-    div_final: float = 1e5
+    div: float = 25.0  # one_cycle: the starting LR is lr / div
+    div_final: float = 1e5  # one_cycle: the final LR is lr / div_final
 
 
 @dataclass
 class UnfreezeConfig:
-    name: str = "gradual"  # gradual | none | last | chain_thaw
+    name: str = "gradual"  # an option of conf/unfreeze/ (each registers the knobs it reads: training/param_groups.py)
     # gradual: number of top layer groups trainable in each phase before all are. Paper §3.3 opens
     # one more group from the top each epoch (conf/unfreeze/gradual.yaml says why this, not [1, 2, 3]).
     steps: List[int] = field(default_factory=lambda: [1, 2, 3, 4])
-    epochs_per_phase: int = 1
+    epochs_per_phase: int = 1  # gradual / chain_thaw: epochs each partly frozen phase trains
 
 
 @dataclass
 class BidirectionalConfig:
-    directions: List[str] = field(default_factory=lambda: ["fwd"])
+    directions: List[str] = field(default_factory=lambda: ["fwd"])  # fwd, bwd or both; the classifier averages the two
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 1
-    bs: int = 64
-    bptt: int = 70
+    epochs: int = 1  # epochs to train (gradual unfreezing's phases come out of this budget)
+    bs: int = 64  # batch size (LM: parallel token streams; classifier: documents)
+    bptt: int = 70  # tokens per LM step (the mean, when variable_bptt); BPT3C chunk length
     max_len: int = 1400  # BPT3C: tokens whose states get gradients
-    variable_bptt: bool = True
-    beta1: float = 0.7
-    beta2: float = 0.99
-    eps: float = 1e-5
-    weight_decay: float = 0.01
-    clip: float = 0.4
+    variable_bptt: bool = True  # LM: vary the sequence length around bptt (AWD-LSTM's trick)
+    beta1: float = 0.7  # Adam beta1 (the paper's 0.7)
+    beta2: float = 0.99  # Adam beta2
+    eps: float = 1e-5  # Adam epsilon
+    weight_decay: float = 0.01  # decoupled weight decay (AdamW)
+    clip: float = 0.4  # gradient norm clipping
     alpha: float = 2.0  # AR
     beta: float = 1.0  # TAR
-    max_steps_per_epoch: Optional[int] = None
-    eval_bs: Optional[int] = None
+    max_steps_per_epoch: Optional[int] = None  # cap the steps of each epoch (quick runs); null = all
+    eval_bs: Optional[int] = None  # batch size for evaluation; null = bs
     on_nan: str = "stop"  # stop | skip
 
 
 @dataclass
 class CheckpointConfig:
     every_steps: int = 0  # 0 = only at epoch ends
-    keep: int = 2
+    keep: int = 2  # progress checkpoints kept per direction (checkpoints/last/)
 
 
 @dataclass
 class DistributedConfig:
-    """Data-parallel training (ulmfit_cli/distributed.py); under torchrun DDP is on whatever this says."""
+    """Data-parallel training (ulmfit_cli/distributed/); under torchrun DDP is on whatever this says."""
 
     name: str = "none"  # none | ddp (ulmfit starts distributed.nproc processes with torchrun)
     nproc: Optional[int] = None  # processes on this node; null = one per visible GPU
@@ -174,7 +173,7 @@ class MlflowConfig:
     tracking_uri: Optional[str] = None  # null = $MLFLOW_TRACKING_URI, else MLflow's default (./mlflow.db)
     experiment_name: Optional[str] = None  # null = $MLFLOW_EXPERIMENT_NAME (or _ID), else ulmfit-<stage>
     run_name: Optional[str] = None  # null = "<stage> <dataset> <directions>" (+ " #<job>" in a sweep)
-    tags: Dict[str, str] = field(default_factory=dict)
+    tags: Dict[str, str] = field(default_factory=dict)  # extra tags on each MLflow run
     log_artifacts: bool = True  # summary.json and, for classifiers, predictions_test.csv
 
 
@@ -188,8 +187,8 @@ class WandbConfig:
     dir: Optional[str] = None  # null = $WANDB_DIR, else the run dir (W&B adds wandb/<run>/)
     group: Optional[str] = None  # null = the sweep (<stage>-<sweep dir name>) for -m jobs
     run_name: Optional[str] = None  # null = "<stage> <dataset> <directions>" (+ " #<job>" in a sweep)
-    tags: List[str] = field(default_factory=list)
-    log_artifacts: bool = True
+    tags: List[str] = field(default_factory=list)  # extra tags on each W&B run
+    log_artifacts: bool = True  # upload summary.json and, for classifiers, predictions_test.csv
 
 
 @dataclass
@@ -197,32 +196,32 @@ class LoggerConfig:
     """Trackers beside metrics.csv (always written): `logger=[tensorboard,mlflow]` fills the nodes of
     those selected (conf/logger/*.yaml); a null node is a tracker not in use."""
 
-    tensorboard: Optional[TensorBoardConfig] = None
-    mlflow: Optional[MlflowConfig] = None
-    wandb: Optional[WandbConfig] = None
+    tensorboard: Optional[TensorBoardConfig] = None  # logger=tensorboard
+    mlflow: Optional[MlflowConfig] = None  # logger=mlflow
+    wandb: Optional[WandbConfig] = None  # logger=wandb
 
 
 @dataclass
 class StageConfig:
-    stage: str = MISSING
-    seed: int = 0
+    stage: str = MISSING  # the stage this config runs (set by each stage's schema)
+    seed: int = 0  # seeds Python, NumPy and torch (and each direction's model)
     # true: deterministic kernels on GPU (cuDNN, cuBLAS workspace, torch.use_deterministic_algorithms); slower
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 | fp16
-    threads: Optional[int] = None
-    verbose: bool = False
+    threads: Optional[int] = None  # CPU threads for torch; null = torch's default (one per core)
+    verbose: bool = False  # DEBUG logging, and full tracebacks behind clear errors
     progress: str = "auto"  # auto | bar | log | none
-    data_root: Optional[str] = None
+    data_root: Optional[str] = None  # where corpora live; null = $ULMFIT_DATA, else ~/.cache/ulmfit
     # Cache of numericalized corpora (ulmfit_cli/data/token_cache.py): null = <data root>/token_cache,
     # a directory, or `off`.
     token_cache: Optional[str] = None
-    outputs_root: str = "outputs"
-    resume: Optional[str] = None
+    outputs_root: str = "outputs"  # where run dirs go: <outputs_root>/<stage>/<time>
+    resume: Optional[str] = None  # a run dir (or a sweep dir) to continue, or auto; null = a new run
     # A final metric of summary.json (`fwd.val_error`, `ensemble.val_error`, `fwd.val_perplexity`, ...): when set,
     # the Hydra task returns it as a float, the value a sweeper such as Optuna optimises (experiment=optuna_lr).
     objective: Optional[str] = None
-    # A free label a study gives its runs (scripts/paper_study.py: table6/clf_last); `ulmfit report --paper`
+    # A free label a study gives its runs (studies/paper_study.py: table6/clf_last); `ulmfit report --paper`
     # groups runs by it.
     tag: Optional[str] = None
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -235,7 +234,11 @@ class StageConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    experiment: Optional[Any] = None
+    # callbacks=[early_stopping,keep_best]: {name: a `_target_` node} (conf/callbacks/) the Trainer runs.
+    # Open, so that a user's own class fits; each node's keys are checked against its class's
+    # arguments before training (stages/wiring.py), which refuses a misspelt one.
+    callbacks: Dict[str, Any] = field(default_factory=dict)
+    experiment: Optional[Any] = None  # the experiment file chosen (experiment=NAME); its keys land where they belong
     # Values that differ by stage, named: per_stage.epochs = {pretrain: 10, finetune-lm: 10, train-clf: 14},
     # read as train.epochs: ${per_stage.epochs.${stage}} (experiment files), overridden as
     # per_stage.epochs.train-clf=20.
@@ -270,13 +273,15 @@ def register() -> None:
 
 
 def conf_dir() -> str:
-    """conf/ beside the package in a checkout/editable install, else the copy shipped inside it."""
+    """The configs shipped inside the package (an installed wheel or sdist), else conf/ beside the
+    package (a checkout, where the build has not yet mapped it in: an editable install)."""
     here = Path(__file__).resolve().parent
-    for cand in (here.parent / "conf", here / "conf"):
+    for cand in (here / "conf", here.parent / "conf"):
         if (cand / "pretrain.yaml").exists():
             return str(cand)
-    raise UserError("ulmfit's conf/ directory was not found next to the package.",
-                    "Reinstall with `pip install -e .` from the repository root.")
+    raise UserError(f"ulmfit's configs were found neither inside the package ({here / 'conf'}) nor beside it "
+                    f"({here.parent / 'conf'}): the install is incomplete.",
+                    "Reinstall it (`pip install --force-reinstall <the wheel>`, or `pip install -e .` in a checkout).")
 
 
 def compose(config_name: str, overrides: list[str]) -> DictConfig:
@@ -285,30 +290,3 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides)
 
-
-def argv_value(argv: list[str], key: str, default: str | None = None) -> str | None:
-    """The value of the last `key=value` on the command line (Hydra's override order)."""
-    return next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith(f"{key}=")), default)
-
-
-MULTIRUN_FLAGS = ("-m", "--multirun")
-
-
-def is_multirun(argv: list[str]) -> bool:
-    """Whether a stage's command line asks Hydra for a sweep."""
-    return any(a in MULTIRUN_FLAGS or a.lower() == "hydra.mode=multirun" for a in argv)
-
-
-def module_installed(module: str) -> bool:
-    """Whether an optional module (an extra's, a Hydra plugin's) can be imported."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package is missing (hydra_plugins for hydra_plugins.x)
-        return False
-
-
-def job_sweep_dir(job_dir: Path, subdir: str | None) -> Path:
-    """The sweep dir of a job's dir (job dir = hydra.sweep.dir / hydra.sweep.subdir): the subdir's
-    depth stripped, since re-resolving ${now:} in a worker could differ."""
-    parts = len(Path(subdir).parts) if subdir else 0
-    return job_dir.parents[parts - 1] if parts else job_dir

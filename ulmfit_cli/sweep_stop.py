@@ -18,7 +18,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from .config import job_sweep_dir
+from .command_line import job_sweep_dir
 from .errors import NotStarted, Stopped, SweepStopped
 
 log = logging.getLogger("ulmfit")

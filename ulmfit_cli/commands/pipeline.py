@@ -15,7 +15,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..config import argv_value, compose
+from ..command_line import argv_value
+from ..config import compose
 from ..errors import UserError
 from ..fileutil import read_json
 
@@ -29,7 +30,8 @@ Runs pretrain, finetune-lm and train-clf in turn, each in its own run dir under 
 each stage starting from the previous one's run. KEY=VALUE overrides go to every stage;
 pretrain/KEY=VALUE (or finetune-lm/..., train-clf/...) to one. skip=pretrain starts from
 finetune-lm (its pretrained= then applies; giving pretrained= implies it): pretrained= and
-lm= go to the one stage that has them. Examples: ulmfit pipeline experiment=quickstart
+lm= go to the one stage that has them. --config-dir DIR adds a folder of your own configs
+(experiment files, group options) to every stage. Examples: ulmfit pipeline experiment=quickstart
           ulmfit pipeline skip=pretrain pretrained=wt103 dataset=imdb bidirectional=both
           (pretrained=wt103: fastai's WikiText-103 model, after `ulmfit download wt103`)
 """
@@ -56,14 +58,38 @@ def split_overrides(argv: list[str]) -> tuple[dict[str, list[str]], set[str]]:
     return per_stage, skip
 
 
+def config_dir_as_searchpath(argv: list[str]) -> list[str]:
+    """`--config-dir DIR` / `-cd DIR` (a user's own configs beside the shipped ones) as the
+    `hydra.searchpath` override that means the same to every stage and to compose(), absolute so
+    that it means the same folder whatever a stage's working directory."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        flag, eq, value = a.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise UserError(f"{flag} needs a folder after it.", f"Write {flag} DIR (a folder of your own configs).")
+                value, i = argv[i + 1], i + 1
+            folder = Path(value).expanduser().resolve()
+            if not folder.is_dir():
+                raise UserError(f"{flag} {value}: no such folder ({folder}).", "Name a folder of your own configs.")
+            out.append(f"hydra.searchpath=[file://{folder}]")
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
 def pretrain_corpus(finetune_overrides: list[str]) -> str:
     """The target dataset's `pretrain_corpus` (e.g. trec6 -> wikitext103, sample -> sample)."""
-    overrides = [o for o in finetune_overrides if not o.startswith(("hydra.", "hydra/"))]
+    overrides = [o for o in finetune_overrides
+                 if o.startswith("hydra.searchpath=") or not o.startswith(("hydra.", "hydra/"))]
     return compose("finetune_lm", overrides).dataset.pretrain_corpus
 
 
 def main(argv: list[str]) -> int:
-    per_stage, skip = split_overrides(argv)
+    per_stage, skip = split_overrides(config_dir_as_searchpath(argv))
     if "pretrain" not in skip and any(o.split("=", 1)[0].lstrip("+") == "pretrained" for o in per_stage["finetune-lm"]):
         print("pretrained= names where finetune-lm starts, so pretrain is skipped (as with skip=pretrain).")
         skip.add("pretrain")

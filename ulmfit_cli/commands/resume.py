@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .. import config
+from .. import command_line
 from ..errors import UserError
 from ..stages.context import has_outputs
 from ..sweep_stop import clear_stop
@@ -28,7 +28,7 @@ RERUN_KEYS = ("resume=", "hydra.run.dir=", "hydra.sweep.dir=")
 def expand_resume(subcommand: str, argv: list[str]) -> list[str]:
     """argv with `resume=` turned into the run (or sweep) it continues; a sweep dir named by
     `hydra.sweep.dir=` is checked to be this sweep's before Hydra writes into it."""
-    value = config.argv_value(argv, "resume")
+    value = command_line.argv_value(argv, "resume")
     if value not in (None, "null", "None", "", "auto") and (Path(value) / "multirun.yaml").is_file():
         argv = resume_sweep(Path(value), argv)
     elif value not in (None, "null", "None", ""):
@@ -38,14 +38,14 @@ def expand_resume(subcommand: str, argv: list[str]) -> list[str]:
 
 
 def resume_run(subcommand: str, value: str, argv: list[str]) -> list[str]:
-    if config.is_multirun(argv):
+    if command_line.is_multirun(argv):
         if value == "auto":  # left to each job: it continues its own job dir when re-run (a requeued SLURM job)
             return argv
         raise UserError(f"resume={value} continues one run; it cannot be combined with -m.",
                         "In a sweep use resume=auto: a job that is re-run (e.g. requeued by SLURM) then continues "
                         "from its own directory's checkpoints; resume=<sweep dir> continues a whole sweep.")
     if value == "auto":
-        root = Path(config.argv_value(argv, "outputs_root", "outputs")) / subcommand
+        root = Path(command_line.argv_value(argv, "outputs_root", "outputs")) / subcommand
         unfinished = [p for p in root.glob("*") if (p / "checkpoints" / "last").is_dir() and not (p / "summary.json").exists()]
         if not unfinished:
             raise UserError(f"resume=auto found no unfinished `{subcommand}` run with saved progress under {root}.",
@@ -82,7 +82,7 @@ def sweep_overrides(sweep_dir: Path, launcher: bool = False) -> list[str]:
 def resume_sweep(sweep_dir: Path, argv: list[str]) -> list[str]:
     """`resume=<sweep dir>`, with or without -m: the sweep's own overrides (its launcher too) into
     its own dir; what else is on the line (threads=1, another launcher) comes after them and wins."""
-    rest = [a for a in argv if a not in config.MULTIRUN_FLAGS and not a.startswith(RERUN_KEYS)]
+    rest = [a for a in argv if a not in command_line.MULTIRUN_FLAGS and not a.startswith(RERUN_KEYS)]
     return ["-m", *sweep_overrides(sweep_dir, launcher=True), *rest, f"hydra.sweep.dir={sweep_dir}", "resume=auto"]
 
 
@@ -98,10 +98,10 @@ def swept(overrides: list[str]) -> list[str]:
 
 def check_sweep_dir(argv: list[str]) -> None:
     """`-m hydra.sweep.dir=<a dir holding jobs>`: only `resume=auto` of the same sweep goes in."""
-    d = config.argv_value(argv, "hydra.sweep.dir")
-    if not (config.is_multirun(argv) and d):
+    d = command_line.argv_value(argv, "hydra.sweep.dir")
+    if not (command_line.is_multirun(argv) and d):
         return
-    sweep_dir, resuming = Path(d), config.argv_value(argv, "resume") == "auto"
+    sweep_dir, resuming = Path(d), command_line.argv_value(argv, "resume") == "auto"
     if any(p.is_dir() and has_outputs(p) for p in sweep_dir.glob("*")):
         if not resuming:
             raise UserError(f"hydra.sweep.dir={d} already holds the jobs of an earlier sweep; ulmfit never "

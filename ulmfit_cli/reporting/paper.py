@@ -2,7 +2,7 @@
 
 Howard & Ruder (2018) report validation error (%) per variant in Table 4 (pretraining), Table 5
 (LM fine-tuning) and Table 6 (classifier fine-tuning); Figure 3 plots error against the number of
-labelled examples. A study (scripts/paper_study.py) tags each run `tag=<table>/<variant>` (a
+labelled examples. A study (studies/paper_study.py) tags each run `tag=<table>/<variant>` (a
 comma-separated list when one run is a row of several tables, as full ULMFiT is); here
 the runs of one tag are averaged over seeds and set beside the paper's figure, with a column
 saying whether the variant moves the error the way the paper's does, relative to the table's

@@ -27,7 +27,7 @@ import pandas as pd
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 
-from ..config import job_sweep_dir
+from ..command_line import job_sweep_dir
 from ..errors import NOT_STARTED, STOPPED_BY_SIGNAL, Stopped, UserError
 from ..fileutil import atomic_write_bytes, file_lock
 
