@@ -84,3 +84,21 @@ def test_an_installed_wheel_runs_the_quickstart_from_an_empty_folder(wheel, tmp_
     clf = json.loads(next(p for p in summaries if p.parent.parent.name == "train-clf").read_text())
     assert clf["ulmfit"] == {"version": project_version()}
     assert 0.0 <= clf["results"]["ensemble"]["test_accuracy"] <= 1.0
+
+
+def test_an_in_tree_build_leaves_out_a_module_the_source_no_longer_has(tmp_path):
+    """`pip install .` and `python -m build --wheel` build in the checkout's build/: a module moved
+    or removed since the last build must not ship from there."""
+    tree = tmp_path / "tree"
+    files = run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, timeout=60).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            (tree / name).write_bytes((REPO / name).read_bytes())
+    stale = tree / "build" / "lib" / "ulmfit_cli" / "moved_away.py"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("raise ImportError('a module the source no longer has')\n")
+    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "dist"), str(tree)], cwd=tree,
+        timeout=900)
+    names = zipfile.ZipFile(next((tmp_path / "dist").glob("*.whl"))).namelist()
+    assert "ulmfit_cli/cli.py" in names and "ulmfit_cli/moved_away.py" not in names
