@@ -143,12 +143,21 @@ def yaml_options(group: str) -> list[tuple[str, str, str]]:
     rows = []
     for path in sorted((Path(config.conf_dir()) / group).glob("*.yaml")):
         lines = path.read_text().splitlines()
-        doc = " ".join(ln.lstrip("#").strip() for ln in lines_of_leading_comment(lines))
+        doc = first_sentence(" ".join(ln.lstrip("#").strip() for ln in lines_of_leading_comment(lines)))
         node = OmegaConf.load(path)
         sets = [k for k in flat_keys(OmegaConf.to_container(node, resolve=False)) if k != "defaults"]
-        overrides = [str(d) for d in (node.get("defaults") or [])]
+        defaults = OmegaConf.to_container(node, resolve=False).get("defaults") or []
+        overrides = [", ".join(f"{k}: {v}" for k, v in d.items()) if isinstance(d, dict) else str(d) for d in defaults]
         rows.append((path.stem, doc, ", ".join(overrides + sets)))
     return rows
+
+
+def first_sentence(text: str) -> str:
+    """The file's own first sentence: a table cell, not the whole comment (the file has the rest)."""
+    end = text.find(". ")
+    text = text if end < 0 else text[: end + 1]
+    colon = text.find(": ")
+    return text[:colon] if len(text) > 160 and colon > 0 else text
 
 
 def lines_of_leading_comment(lines: list[str]) -> list[str]:
