@@ -33,6 +33,7 @@ import math
 from typing import Callable
 
 from ..errors import UserError
+from .metrics import higher_is_better
 
 log = logging.getLogger("ulmfit")
 
@@ -85,10 +86,6 @@ class Checkpointer:
         self.save(trainer)
 
 
-# mode=auto: the direction of the metrics whose direction is known
-LOWER_IS_BETTER, HIGHER_IS_BETTER = ("loss", "error", "perplexity"), ("accuracy", "f1")
-
-
 class Monitor:
     """A validation metric to watch, `val_<column of the valid rows>`, and which way is better."""
 
@@ -104,10 +101,9 @@ class Monitor:
                             "Set mode=min (lower is better), mode=max, or mode=auto.")
         if mode != "auto":
             return mode
-        if any(k in monitor for k in LOWER_IS_BETTER):
-            return "min"
-        if any(k in monitor for k in HIGHER_IS_BETTER):
-            return "max"
+        better = higher_is_better(monitor)  # mode=auto: the direction its metric is declared with
+        if better is not None:
+            return "max" if better else "min"
         raise UserError(f"{name}: mode=auto cannot tell whether {monitor} is better higher or lower.",
                         "Set mode=min or mode=max.")
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...errors import UserError
 from ...registry import Registry
-from . import pool
+from .pool import encode_in_workers, n_workers, worth_it
 from .specials import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 STATE_VERSION = 1
@@ -72,9 +72,9 @@ class Numericalizer:
         """Encode every text; results in input order. Uses worker processes when workers > 1
         and the input holds at least pool.PARALLEL_MIN_CHARS characters."""
         texts = list(texts)
-        nw = pool.n_workers(workers)
-        if pool.worth_it(texts, nw):
-            return pool.encode_in_workers(self, texts, nw)
+        nw = n_workers(workers)
+        if worth_it(texts, nw):
+            return encode_in_workers(self, texts, nw)
         return [self.encode(t) for t in texts]
 
     def __repr__(self) -> str:

@@ -19,9 +19,14 @@ def n_workers(workers: int) -> int:
     return max(1, min(int(workers or 1), os.cpu_count() or 1))
 
 
+def long_enough(texts: Sequence[str]) -> bool:
+    """Whether `texts` hold enough characters to pay for parallel encoding."""
+    return sum(map(len, texts)) >= PARALLEL_MIN_CHARS
+
+
 def worth_it(texts: Sequence[str], workers: int) -> bool:
     """Whether `texts` are many and long enough to pay for starting worker processes."""
-    return workers > 1 and len(texts) >= 2 and sum(map(len, texts)) >= PARALLEL_MIN_CHARS
+    return workers > 1 and len(texts) >= 2 and long_enough(texts)
 
 
 def chunks(seq: Sequence, n_chunks: int) -> list[tuple[int, int]]:

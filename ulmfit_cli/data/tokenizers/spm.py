@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ...errors import UserError
-from . import pool
+from .pool import long_enough, n_workers
 from .base import STATE_VERSION, TOKENIZERS, Numericalizer, cfg_get
 from .specials import BOS, BOS_ID, EOS, EOS_ID, NEWLINE, PAD, PAD_ID, SPECIAL_TOKENS, UNK, UNK_ID
 from .word_rules import fix_html
@@ -132,8 +132,8 @@ class SpmNumericalizer(Numericalizer):
     def encode_many(self, texts: Sequence[str], workers: int = 1) -> list[np.ndarray]:
         """Sentencepiece is C++: batches are encoded with its own threads (workers of them)."""
         texts = list(texts)
-        nw = pool.n_workers(workers)
-        if nw <= 1 or sum(map(len, texts)) < pool.PARALLEL_MIN_CHARS:
+        nw = n_workers(workers)
+        if nw <= 1 or not long_enough(texts):
             return [self.encode(t) for t in texts]
         fixed = [fix_html(t) for t in texts]
         simple = [i for i, t in enumerate(fixed) if "\n" not in t or self.nl_id is None]

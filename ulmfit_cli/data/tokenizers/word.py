@@ -8,7 +8,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ...errors import UserError
-from . import pool
+from .pool import map_chunks, n_workers, worth_it
 from .base import STATE_VERSION, TOKENIZERS, Numericalizer, cfg_get
 from .specials import SPECIAL_TOKENS, UNK, UNK_ID
 from .word_rules import word_detokenize, word_tokenize
@@ -79,9 +79,9 @@ def fit_word(texts: Iterable[str], cfg, workers: int = 1) -> WordNumericalizer:
     """fastai-style rules (xxmaj, xxup, xxrep, xxwrep, xxbos) and the max_vocab most frequent tokens
     seen min_freq times."""
     texts = list(texts)
-    nw = pool.n_workers(workers)
+    nw = n_workers(workers)
     counts: Counter = Counter()
-    for part in (pool.map_chunks(count_tokens, texts, nw) if pool.worth_it(texts, nw) else [count_tokens(texts)]):
+    for part in (map_chunks(count_tokens, texts, nw) if worth_it(texts, nw) else [count_tokens(texts)]):
         counts.update(part)
     if sum(counts.values()) <= len(texts):  # only xxbos tokens
         raise UserError("The corpus given to the word tokenizer has no text.",
