@@ -24,6 +24,7 @@ import platform
 import re
 import subprocess
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -66,34 +67,101 @@ def stamp(line: str) -> datetime | None:
     return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f") if m else None
 
 
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process and its children (the tokenizer's workers), in MB."""
+    try:
+        out = subprocess.run(["ps", "--no-headers", "-o", "rss=", "--ppid", str(pid), "-p", str(pid)],
+                             capture_output=True, text=True).stdout
+        return sum(int(v) for v in out.split()) / 1024
+    except (OSError, ValueError):
+        return None
+
+
+def timed_run(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, list[tuple[datetime, float]]]:
+    """Run `cmd` under /usr/bin/time -v, sampling its memory twice a second: (result, wall s, samples)."""
+    t0 = datetime.now()
+    proc = subprocess.Popen(["/usr/bin/time", "-v", *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    samples: list[tuple[datetime, float]] = []
+    out: dict = {}
+    reader = threading.Thread(target=lambda: out.update(zip(("stdout", "stderr"), proc.communicate())))
+    reader.start()
+    while reader.is_alive():
+        children = subprocess.run(["ps", "--no-headers", "-o", "pid=", "--ppid", str(proc.pid)],
+                                  capture_output=True, text=True).stdout.split()
+        got = rss_mb(int(children[0])) if children else None
+        if got:
+            samples.append((datetime.now(), got))
+        reader.join(0.5)
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out.get("stdout", ""), out.get("stderr", ""))
+    return done, (datetime.now() - t0).total_seconds(), samples
+
+
+def peak_rss_kb(stderr: str) -> int:
+    return int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr).group(1))
+
+
 def run_once(corpus: Path, run_dir: Path, cache: Path, steps: int, model: str, max_vocab: int) -> dict:
-    cmd = ["/usr/bin/time", "-v", str(Path(sys.executable).with_name("ulmfit")), "pretrain",
+    cmd = [str(Path(sys.executable).with_name("ulmfit")), "pretrain",
            "dataset=wikitext103", f"dataset.data_dir={corpus}", f"model={model}",
            f"tokenizer.max_vocab={max_vocab}", "train.epochs=1", f"train.max_steps_per_epoch={steps}",
            f"token_cache={cache}", "progress=none", f"hydra.run.dir={run_dir}"]
-    t0 = datetime.now()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = (datetime.now() - t0).total_seconds()
+    proc, wall, samples = timed_run(cmd)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     log = (run_dir / "train.log").read_text().splitlines()
     start = stamp(log[0])
     lm_line = next(ln for ln in log if " LM: " in ln and "train tokens" in ln)
     rows = list(csv.DictReader(open(run_dir / "metrics.csv", newline="")))
     train = next(r for r in rows if r["split"] == "train")
+    training = [mb for when, mb in samples if when > stamp(lm_line)]
     return {"data_s": round((stamp(lm_line) - start).total_seconds(), 2), "process_s": round(wall, 1),
             "train_tokens": int(re.search(r"(\d+) train tokens", lm_line).group(1)),
-            "tokens_per_s": round(float(train["throughput"])), "peak_rss_mb": round(rss_kb / 1024)}
+            "tokens_per_s": round(float(train["throughput"])), "peak_rss_mb": round(peak_rss_kb(proc.stderr) / 1024),
+            "training_rss_mb": round(max(training)) if training else None}
 
 
-def table(results: list[dict], host: str) -> str:
-    out = [f"{host}", "", "| corpus (whitespace tokens) | LM train tokens | tokenize + numericalize, s | "
-           "cache load, s | tokens/s (cold / warm) | peak RSS, MB (cold / warm) |", "|---|---|---|---|---|---|"]
+def clf_corpus(path: Path, length: int, n_docs: int, docs: list[str]) -> None:
+    """A CSV of `n_docs` documents of about `length` whitespace tokens each (reviews joined end to
+    end), labels alternating."""
+    words = " ".join(docs[:20000]).split()
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for i in range(n_docs):
+            start = (i * length) % max(1, len(words) - length)
+            w.writerow([" ".join(words[start:start + length]), i % 2])
+
+
+def clf_once(data: Path, run_dir: Path, model: str, max_len: int) -> dict:
+    """A real `ulmfit train-clf` (from scratch, no unfreezing: the memory of the BPT3C classifier
+    itself) on the documents in `data`: docs/s and peak RSS."""
+    cmd = [str(Path(sys.executable).with_name("ulmfit")), "train-clf", "dataset=csv", f"dataset.train_file={data}",
+           "dataset.text_cols=[text]", "dataset.label_col=label", f"model={model}", "lm=null", "unfreeze=none",
+           "train.epochs=1", "train.bs=8", f"train.max_len={max_len}", "token_cache=off", "progress=none",
+           f"hydra.run.dir={run_dir}"]
+    proc, wall, _ = timed_run(cmd)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv", newline="")))
+    train = next(r for r in rows if r["split"] == "train")
+    return {"docs_per_s": round(float(train["throughput"]), 2), "peak_rss_mb": round(peak_rss_kb(proc.stderr) / 1024),
+            "process_s": round(wall, 1)}
+
+
+def table(results: list[dict], clf: list[dict], host: str) -> str:
+    out = [f"{host}", "", "| corpus (whitespace tokens) | LM train tokens | data: read + tokenize + numericalize, s "
+           "(cold / cache hit) | tokens/s (cold / hit) | peak RSS, MB (cold / hit) | RSS while training, MB "
+           "(cold / hit) |", "|---|---|---|---|---|---|"]
     for r in results:
         c, w = r["cold"], r["warm"]
-        out.append(f"| {r['words']:,} | {c['train_tokens']:,} | {c['data_s']} | {w['data_s']} | "
-                   f"{c['tokens_per_s']:,} / {w['tokens_per_s']:,} | {c['peak_rss_mb']:,} / {w['peak_rss_mb']:,} |")
+        out.append(f"| {r['words']:,} | {c['train_tokens']:,} | {c['data_s']} / {w['data_s']} | "
+                   f"{c['tokens_per_s']:,} / {w['tokens_per_s']:,} | {c['peak_rss_mb']:,} / {w['peak_rss_mb']:,} | "
+                   f"{c['training_rss_mb']} / {w['training_rss_mb']} |")
+    if clf:
+        out += ["", "| classifier document length (tokens; max_len " + str(clf[0]["max_len"]) + ") | docs/s | "
+                "tokens/s | peak RSS, MB |", "|---|---|---|---|"]
+        out += [f"| {r['length']:,} | {r['docs_per_s']} | {round(r['docs_per_s'] * r['length']):,} | "
+                f"{r['peak_rss_mb']:,} |" for r in clf]
     return "\n".join(out) + "\n"
 
 
@@ -104,10 +172,12 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=60, help="training steps measured per run")
     p.add_argument("--model", default="tiny")
     p.add_argument("--max-vocab", type=int, default=10000)
+    p.add_argument("--clf-lens", default="1400,5600,22400",
+                   help="classifier document lengths in tokens ('' for none): 32 documents each, max_len 1400")
     args = p.parse_args()
     docs = source_documents()
-    results = []
-    for size in (int(float(s)) for s in args.sizes.split(",")):
+    results, clf = [], []
+    for size in (int(float(s)) for s in args.sizes.split(",") if s):
         corpus = args.out / f"corpus_{size}"
         words = write_corpus(corpus, size, docs)
         cache = args.out / f"cache_{size}"
@@ -115,13 +185,19 @@ def main() -> int:
                 for k in ("cold", "warm")}
         results.append({"size": size, "words": words, **runs})
         print(json.dumps(results[-1]), flush=True)
+    for length in (int(v) for v in args.clf_lens.split(",") if v):
+        data = args.out / f"clf_{length}.csv"
+        clf_corpus(data, length, 32, docs)
+        clf.append({"length": length, "max_len": 1400,
+                    **clf_once(data, args.out / f"clf_run_{length}", args.model, 1400)})
+        print(json.dumps(clf[-1]), flush=True)
     import torch
 
     host = (f"{platform.node()}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
             f"model={args.model}, max_vocab {args.max_vocab}, {args.steps} steps, {datetime.now():%Y-%m-%d}")
-    (args.out / "results.json").write_text(json.dumps({"host": host, "results": results}, indent=1))
-    (args.out / "results.md").write_text(table(results, host))
-    print(table(results, host))
+    (args.out / "results.json").write_text(json.dumps({"host": host, "results": results, "clf": clf}, indent=1))
+    (args.out / "results.md").write_text(table(results, clf, host))
+    print(table(results, clf, host))
     return 0
 
 

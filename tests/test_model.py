@@ -118,6 +118,30 @@ def test_lm_stream_is_contiguous_and_reversible():
     assert back[0, 0].item() == 100 and back[0, 1].item() == 99
 
 
+def reference_stream(docs, order, reverse, bs, rows):
+    """The stream as fastai's LMDataLoader builds it: every document concatenated in `order`."""
+    flat = np.concatenate([docs[i] for i in order]).astype(np.int64)
+    flat = flat[::-1].copy() if reverse else flat
+    n = ((len(flat) - 1) // bs) * bs + 1
+    flat = torch.from_numpy(flat[:n])
+    return flat[:-1].view(bs, -1)[rows], flat[1:].view(bs, -1)[rows]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_lm_stream_batches_are_windows_of_the_concatenated_documents(reverse, world_size):
+    rng = np.random.default_rng(7)
+    docs = [rng.integers(0, 1000, n).astype(np.int32) for n in rng.integers(0, 40, 80)]  # some empty
+    for rank in range(world_size):
+        s = LMStream(docs, 8, 12, seed=5, reverse=reverse, rank=rank, world_size=world_size)
+        order = np.random.default_rng([5, 3]).permutation(len(docs))
+        x_all, y_all = reference_stream(docs, order, reverse, 8, s.rows)
+        batches = list(s.epoch(3))
+        x, y = torch.cat([b.x for b in batches], 1), torch.cat([b.y for b in batches], 1)
+        assert x.dtype == torch.int64 and x.shape == (8 // world_size, s.stream_len)
+        assert torch.equal(x, x_all[:, :x.size(1)]) and torch.equal(y, y_all[:, :y.size(1)])
+
+
 def test_variable_bptt_scales_lr_and_is_deterministic_per_epoch():
     docs = [np.arange(5000)]
     s = LMStream(docs, bs=4, bptt=20, seed=3)

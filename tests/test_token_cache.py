@@ -64,6 +64,50 @@ def test_miss_then_hit_is_memory_mapped(tmp_path, numer, monkeypatch, caplog):
     assert _files(tmp_path) == names
 
 
+def test_fitted_vocabulary_is_cached_beside_the_ids(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="ulmfit")
+    cfg = {"name": "word", "max_vocab": 100, "min_freq": 1}
+    expected = fit_numericalizer(TEXTS, cfg)
+    monkeypatch.setattr(tc, "CACHE_MIN_CHARS", 0)
+    num, docs = tc.fit_encode(TEXTS, cfg, tmp_path)
+    assert num.itos == expected.itos and _equal(docs, expected.encode_many(TEXTS))
+    assert sum(n.endswith(".vocab.json") for n in _files(tmp_path)) == 1 and len(_files(tmp_path)) == 3
+
+    def boom(*a, **k):
+        raise AssertionError("tokenized on a cache hit")
+    monkeypatch.setattr(tc, "fit_and_encode", boom)
+    monkeypatch.setattr(WordNumericalizer, "encode_many", boom)
+    again, docs2 = tc.fit_encode(TEXTS, cfg, tmp_path)
+    assert again.itos == expected.itos and _equal(docs2, docs)
+    assert any("vocabulary of" in r.getMessage() and "read" in r.getMessage() for r in caplog.records)
+    with pytest.raises(AssertionError, match="tokenized"):  # other settings or texts: fitted again
+        tc.fit_encode(TEXTS, {**cfg, "max_vocab": 50}, tmp_path)
+    with pytest.raises(AssertionError, match="tokenized"):
+        tc.fit_encode(TEXTS[:-1], cfg, tmp_path)
+
+
+def test_damaged_vocabulary_is_fitted_again(tmp_path, monkeypatch, caplog):
+    cfg = {"name": "word", "max_vocab": 100, "min_freq": 1}
+    monkeypatch.setattr(tc, "CACHE_MIN_CHARS", 0)
+    num, docs = tc.fit_encode(TEXTS, cfg, tmp_path)
+    vocab = next(p for p in tmp_path.iterdir() if p.name.endswith(".vocab.json"))
+    vocab.write_text('{"kind": "word", "itos": [')
+    again, docs2 = tc.fit_encode(TEXTS, cfg, tmp_path)
+    assert again.itos == num.itos and _equal(docs2, docs)
+    assert any("unreadable vocabulary" in r.getMessage() for r in caplog.records)
+    assert tc._load_vocab(vocab) is not None  # rewritten whole
+
+
+def test_spm_vocabulary_with_its_model_bytes_round_trips(tmp_path, monkeypatch):
+    texts = [f"the {w} sat on the mat near a {w} tree." for w in ("cat", "dog", "bird", "fox")] * 60
+    cfg = {"name": "spm", "vocab_size": 60}
+    monkeypatch.setattr(tc, "CACHE_MIN_CHARS", 0)
+    num, docs = tc.fit_encode(texts, cfg, tmp_path)
+    monkeypatch.setattr(tc, "fit_and_encode", lambda *a, **k: pytest.fail("fitted on a hit"))
+    again, docs2 = tc.fit_encode(texts, cfg, tmp_path)
+    assert again.state() == num.state() and _equal(docs2, docs)
+
+
 def test_key_depends_on_tokenizer_and_texts(tmp_path, numer):
     tc.cached_encode(numer, TEXTS, tmp_path, min_chars=0)
     other = fit_numericalizer(TEXTS[:3], {"name": "word", "max_vocab": 100, "min_freq": 1})

@@ -189,6 +189,28 @@ def test_encode_many_parallel_equals_serial(monkeypatch):
         assert pools == [2]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fit_and_encode_in_one_pass_equals_fit_then_encode(monkeypatch, workers):
+    rng = random.Random(2)
+    words = ["alpha", "Beta", "GAMMA", "delta", "don't", "xxbos", "!!!!", "rare1", "rare2", "x"]
+    texts = [" ".join(rng.choice(words[:6]) for _ in range(rng.randint(0, 30))) for _ in range(300)]
+    texts += ["rare1 only once", "", "rare2 rare2 twice"]
+    monkeypatch.setattr(pool, "PARALLEL_MIN_CHARS", 0)
+    cfg = TokenizerConfig(min_freq=2, max_vocab=14)  # cuts the vocabulary: some words become xxunk
+    expected = fit_numericalizer(texts, cfg)
+    num, docs = tk.fit_and_encode(texts, cfg, workers=workers)
+    assert num.itos == expected.itos and len(num.itos) == 14
+    assert "rare1" not in num.itos  # seen once: below min_freq
+    assert len(docs) == len(texts)
+    assert all(a.dtype == np.int32 and np.array_equal(a, expected.encode(t)) for a, t in zip(docs, texts))
+    assert (np.concatenate(docs) == tk.UNK_ID).any()
+
+
+def test_fit_and_encode_of_text_without_words_is_user_error():
+    with pytest.raises(UserError, match="no text"):
+        tk.fit_and_encode(["", ""], TokenizerConfig())
+
+
 # --------------------------------------------------------------------------- sentencepiece
 _SPM_WORDS = ("the a one some every small large red green quick lazy old new happy cat dog bird "
               "house river tree city mountain runs jumps sleeps sings walks sees finds likes "

@@ -53,28 +53,57 @@ class LMStream:
     def __len__(self) -> int:
         return max((self.stream_len - 1) // self.bptt, 1)
 
-    def _stream(self, rng: np.random.Generator) -> np.ndarray:
-        order = rng.permutation(len(self.docs)) if self.shuffle else range(len(self.docs))
-        flat = np.concatenate([self.docs[i] for i in order]).astype(np.int64)
-        if self.reverse:
-            flat = flat[::-1].copy()
-        n = self.stream_len * self.bs + 1
-        return flat[:n]
+    def _order(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.permutation(len(self.docs)) if self.shuffle else np.arange(len(self.docs))
 
     def epoch(self, epoch: int):
         rng = np.random.default_rng([self.seed, epoch])
-        flat = torch.from_numpy(self._stream(rng))
-        x_all = flat[:-1].view(self.bs, -1)[self.rows]
-        y_all = flat[1:].view(self.bs, -1)[self.rows]
-        i, L = 0, x_all.size(1)
+        text = ConcatView(self.docs, self._order(rng), self.reverse)
+        rows = range(self.bs)[self.rows]
+        i, L = 0, self.stream_len
         while i < L - 1:
             seq_len = self.bptt
             if self.variable:
                 base = self.bptt if rng.random() < 0.95 else self.bptt / 2
                 seq_len = max(5, int(rng.normal(base, 5)))
             seq_len = min(seq_len, L - i)
-            yield LMBatch(x_all[:, i : i + seq_len], y_all[:, i : i + seq_len], seq_len / self.bptt)
+            window = torch.from_numpy(text.rows([r * L + i for r in rows], seq_len + 1))
+            yield LMBatch(window[:, :-1], window[:, 1:], seq_len / self.bptt)
             i += seq_len
+
+
+class ConcatView:
+    """The documents in `order`, concatenated (and, with `reverse`, read back to front), without
+    building that stream: a batch copies its rows' windows out of the documents themselves, so an
+    epoch costs memory in proportion to the batch, not the corpus (the documents may be
+    memory-mapped from the token cache)."""
+
+    def __init__(self, docs: list[np.ndarray], order: np.ndarray, reverse: bool):
+        self.docs, self.order, self.reverse = docs, order, reverse
+        lens = np.fromiter((len(docs[i]) for i in order), dtype=np.int64, count=len(order))
+        self.ends = np.cumsum(lens)
+        self.total = int(self.ends[-1]) if len(lens) else 0
+
+    def rows(self, starts: list[int], width: int) -> np.ndarray:
+        """int64 (len(starts), width): positions [s, s + width) of the stream for each s."""
+        out = np.empty((len(starts), width), dtype=np.int64)
+        for row, s in zip(out, starts):
+            if self.reverse:
+                self._copy(row[::-1], self.total - s - width)
+            else:
+                self._copy(row, s)
+        return out
+
+    def _copy(self, dest: np.ndarray, start: int) -> None:
+        """dest[:] = forward stream[start : start + len(dest)]."""
+        k = int(np.searchsorted(self.ends, start, side="right"))
+        filled, pos = 0, start
+        while filled < len(dest):
+            doc = self.docs[self.order[k]]
+            begin = pos - (int(self.ends[k]) - len(doc))
+            n = min(len(doc) - begin, len(dest) - filled)
+            dest[filled:filled + n] = doc[begin:begin + n]
+            filled, pos, k = filled + n, pos + n, k + 1
 
 
 @dataclass

@@ -26,6 +26,9 @@ a path to use another directory; ``off`` to disable. See `token_cache_dir`.
 """
 from __future__ import annotations
 
+import base64
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -36,6 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..fileutil import atomic_write_bytes
+from .tokenizers import fit_and_encode, numericalizer_from_state
 
 log = logging.getLogger("ulmfit")
 
@@ -44,20 +48,17 @@ FORMAT_VERSION = 1
 CACHE_MIN_CHARS = 1_000_000
 _OFF_VALUES = frozenset({"off", "false", "no", "none", "0", "disable", "disabled"})
 _TOKENIZER_SOURCES = Path(__file__).with_name("tokenizers")
-_code_digest: str | None = None
 
 
+@functools.cache
 def _tokenizer_code_digest() -> str:
-    global _code_digest
-    if _code_digest is None:
-        try:
-            h = hashlib.sha256()
-            for source in sorted(_TOKENIZER_SOURCES.glob("*.py")):
-                h.update(source.name.encode() + b"\0" + source.read_bytes())
-            _code_digest = h.hexdigest()
-        except OSError:
-            _code_digest = "unknown"
-    return _code_digest
+    try:
+        h = hashlib.sha256()
+        for source in sorted(_TOKENIZER_SOURCES.glob("*.py")):
+            h.update(source.name.encode() + b"\0" + source.read_bytes())
+        return h.hexdigest()
+    except OSError:
+        return "unknown"
 
 
 def _json_default(o: Any) -> Any:
@@ -70,21 +71,50 @@ def _json_default(o: Any) -> Any:
     return repr(o)
 
 
-def cache_key(numericalizer, texts: Sequence[str]) -> str:
-    """sha256 hex over format version, tokenizer state + code, and the texts (order matters)."""
+def texts_digest(texts: Sequence[str]) -> bytes:
+    """sha256 over the texts: their count, then each one's length and utf-8 bytes (order matters)."""
     h = hashlib.sha256()
-    h.update(f"ulmfit-token-cache/v{FORMAT_VERSION}\0".encode())
-    h.update(type(numericalizer).__name__.encode() + b"\0")
-    h.update(json.dumps(numericalizer.state(), sort_keys=True, ensure_ascii=True,
-                        default=_json_default).encode("ascii") + b"\0")
-    h.update(_tokenizer_code_digest().encode() + b"\0")
     h.update(len(texts).to_bytes(8, "little"))
     upd = h.update
     for t in texts:
         b = t.encode("utf-8", "surrogatepass")
         upd(len(b).to_bytes(8, "little"))
         upd(b)
+    return h.digest()
+
+
+def cache_key(numericalizer, texts: Sequence[str], digest: bytes | None = None) -> str:
+    """sha256 hex over format version, tokenizer state + code, and the texts (`digest`: their
+    `texts_digest`, when the caller has it already)."""
+    h = hashlib.sha256()
+    h.update(f"ulmfit-token-cache/v{FORMAT_VERSION}\0".encode())
+    h.update(type(numericalizer).__name__.encode() + b"\0")
+    h.update(json.dumps(numericalizer.state(), sort_keys=True, ensure_ascii=True,
+                        default=_json_default).encode("ascii") + b"\0")
+    h.update(_tokenizer_code_digest().encode() + b"\0")
+    h.update(digest if digest is not None else texts_digest(texts))
     return h.hexdigest()
+
+
+def fit_key(tokenizer_cfg: Any, digest: bytes) -> str:
+    """sha256 hex naming the vocabulary fitted on some texts: format version, the tokenizer's
+    settings and code, the texts' digest."""
+    h = hashlib.sha256()
+    h.update(f"ulmfit-vocab-cache/v{FORMAT_VERSION}\0".encode())
+    h.update(json.dumps(plain(tokenizer_cfg), sort_keys=True, default=repr).encode() + b"\0")
+    h.update(_tokenizer_code_digest().encode() + b"\0" + digest)
+    return h.hexdigest()
+
+
+def plain(cfg: Any) -> Any:
+    """A DictConfig, dataclass or mapping as plain data."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    return dict(cfg)
 
 
 def token_cache_dir(cfg: Any) -> Path | None:
@@ -145,7 +175,7 @@ def _save(tok_path: Path, off_path: Path, docs: list[np.ndarray]) -> None:
 
 
 def cached_encode(numericalizer, texts: Sequence[str], cache_dir: Path | str | None, workers: int = 1,
-                  min_chars: int = CACHE_MIN_CHARS) -> list[np.ndarray]:
+                  min_chars: int = CACHE_MIN_CHARS, digest: bytes | None = None) -> list[np.ndarray]:
     """``numericalizer.encode_many(texts, workers)``, cached in `cache_dir` (None: no cache).
 
     On a hit the arrays are read-only views into a memory-mapped file. Inputs of fewer than
@@ -156,7 +186,7 @@ def cached_encode(numericalizer, texts: Sequence[str], cache_dir: Path | str | N
         return numericalizer.encode_many(texts, workers=workers)
     t0 = time.perf_counter()
     cache_dir = Path(cache_dir)
-    key = cache_key(numericalizer, texts)
+    key = cache_key(numericalizer, texts, digest)
     tok_path, off_path = _paths(cache_dir, key)
     docs = _load(tok_path, off_path, len(texts))
     if docs is not None:
@@ -168,6 +198,9 @@ def cached_encode(numericalizer, texts: Sequence[str], cache_dir: Path | str | N
     try:
         _save(tok_path, off_path, docs)
         where = f"saved to {tok_path}"
+        # from here on the ids are read from that file as a hit reads them: a large corpus's
+        # ids then cost page cache the OS can drop, not memory of this process
+        docs = _load(tok_path, off_path, len(texts)) or docs
     except OSError as e:
         log.warning("token cache: could not write %s (%s); continuing without the cache "
                     "(set token_cache=<dir> or token_cache=off)", cache_dir, e)
@@ -176,10 +209,57 @@ def cached_encode(numericalizer, texts: Sequence[str], cache_dir: Path | str | N
     return docs
 
 
+def _state_json(state: dict) -> bytes:
+    return json.dumps(state, default=lambda o: {"__bytes__": base64.b64encode(bytes(o)).decode("ascii")}
+                      if isinstance(o, (bytes, bytearray)) else _json_default(o)).encode("utf-8")
+
+
+def _state_from_json(raw: bytes) -> dict:
+    return json.loads(raw, object_hook=lambda d: base64.b64decode(d["__bytes__"]) if set(d) == {"__bytes__"} else d)
+
+
+def _load_vocab(path: Path):
+    try:
+        return numericalizer_from_state(_state_from_json(path.read_bytes())) if path.is_file() else None
+    except Exception as e:  # unreadable or from another format: fit again
+        log.warning("token cache: ignoring unreadable vocabulary %s (%s); fitting again", path.name, e)
+        return None
+
+
+def fit_encode(texts: list[str], tokenizer_cfg: Any, cache_dir=None):
+    """(numericalizer, token ids per text): the vocabulary fitted on `texts` and `texts` encoded
+    with it, as `fit_numericalizer` then `encode` give them. Under `cache_dir` both are kept, the
+    vocabulary named by the texts and the tokenizer settings, so a second run neither tokenizes
+    nor counts: it hashes the texts and maps the cached ids."""
+    workers = 2 if len(texts) > 20000 else 1
+    if cache_dir is None or sum(map(len, texts)) < CACHE_MIN_CHARS:
+        return fit_and_encode(texts, tokenizer_cfg, workers)
+    t0 = time.perf_counter()
+    digest = texts_digest(texts)
+    vocab_path = Path(cache_dir) / f"{fit_key(tokenizer_cfg, digest)[:32]}.vocab.json"
+    numericalizer = _load_vocab(vocab_path)
+    if numericalizer is not None:
+        log.info("token cache: vocabulary of %s tokens read in %.2f s (%s)", f"{len(numericalizer.itos):,}",
+                 time.perf_counter() - t0, vocab_path)
+        return numericalizer, cached_encode(numericalizer, texts, cache_dir, workers, min_chars=0, digest=digest)
+    numericalizer, docs = fit_and_encode(texts, tokenizer_cfg, workers)
+    log.info("token cache miss: fitted a vocabulary of %s and encoded %s tokens in %.2f s",
+             f"{len(numericalizer.itos):,}", f"{sum(len(d) for d in docs):,}", time.perf_counter() - t0)
+    try:
+        paths = _paths(Path(cache_dir), cache_key(numericalizer, texts, digest))
+        _save(*paths, docs)
+        atomic_write_bytes(vocab_path, lambda f: f.write(_state_json(numericalizer.state())))  # last: marks both
+    except OSError as e:
+        log.warning("token cache: could not write %s (%s); continuing without the cache "
+                    "(set token_cache=<dir> or token_cache=off)", cache_dir, e)
+        return numericalizer, docs
+    return numericalizer, _load(*paths, len(texts)) or docs  # the saved ids, paged in as read
+
+
 def encode(numericalizer, texts: list[str], cache_dir=None) -> list[np.ndarray]:
     """Token ids per text, as every stage encodes its corpus: cached on disk under `cache_dir`
     unless None, in two processes for a corpus large enough to repay starting them."""
     return cached_encode(numericalizer, texts, cache_dir, workers=2 if len(texts) > 20000 else 1)
 
 
-__all__ = ["cached_encode", "encode", "cache_key", "token_cache_dir", "CACHE_MIN_CHARS", "FORMAT_VERSION"]
+__all__ = ["cached_encode", "encode", "fit_encode", "cache_key", "texts_digest", "token_cache_dir", "CACHE_MIN_CHARS", "FORMAT_VERSION"]

@@ -9,23 +9,25 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 from ..data import load_dataset
-from ..data.token_cache import encode, token_cache_dir
-from ..data.tokenizers import fit_numericalizer, numericalizer_from_state
+from ..data.token_cache import encode, fit_encode, token_cache_dir
+from ..data.tokenizers import numericalizer_from_state
 from .context import RunContext
 from .lm import METRICS, train_lms
 from .sources import source_lms
 from .wiring import check_callbacks
 
 
-def target_numericalizer(cfg, texts, source):
-    """SentencePiece is carried unchanged; a word vocabulary is rebuilt on the target text
-    (new words become rows initialised at the mean embedding, as in the reference)."""
-    if source is None:
-        return fit_numericalizer(texts, cfg.tokenizer)
-    pretrained = numericalizer_from_state(source["numericalizer"])
-    if pretrained.kind == "spm":
-        return pretrained
-    return fit_numericalizer(texts, OmegaConf.merge(cfg.tokenizer, {"name": pretrained.kind}))
+def target_vocabulary(cfg, texts, source, cache):
+    """(numericalizer, ids of `texts`). SentencePiece is carried unchanged; a word vocabulary is
+    rebuilt on the target text (new words become rows initialised at the mean embedding, as in
+    the reference)."""
+    tokenizer = cfg.tokenizer
+    if source is not None:
+        pretrained = numericalizer_from_state(source["numericalizer"])
+        if pretrained.kind == "spm":
+            return pretrained, encode(pretrained, texts, cache)
+        tokenizer = OmegaConf.merge(cfg.tokenizer, {"name": pretrained.kind})
+    return fit_encode(texts, tokenizer, cache)
 
 
 def run(ctx: RunContext) -> dict:
@@ -35,8 +37,8 @@ def run(ctx: RunContext) -> dict:
     source_dir, sources = source_lms(ctx, "pretrained")
     data = load_dataset(cfg.dataset, cfg.data_root)
     lm_texts = data.train_texts + data.lm_extra + (data.test_texts if cfg.dataset.use_test_for_lm else [])
-    numericalizer = target_numericalizer(cfg, lm_texts, sources[directions[0]])
     cache = token_cache_dir(cfg)
-    train_docs, valid_docs = encode(numericalizer, lm_texts, cache), encode(numericalizer, data.valid_texts, cache)
+    numericalizer, train_docs = target_vocabulary(cfg, lm_texts, sources[directions[0]], cache)
+    valid_docs = encode(numericalizer, data.valid_texts, cache)
     results = train_lms(ctx, sources, numericalizer, train_docs, valid_docs)
     return ctx.finish(results, started_from=source_dir, dataset=data.name, warnings=data.warnings)

@@ -5,8 +5,7 @@ Fit the tokenizer/vocabulary on the general corpus, then train an AWD-LSTM LM pe
 from __future__ import annotations
 
 from ..data import load_pretraining_corpus
-from ..data.token_cache import encode, token_cache_dir
-from ..data.tokenizers import fit_numericalizer
+from ..data.token_cache import encode, fit_encode, token_cache_dir
 from .context import RunContext
 from .lm import METRICS, train_lms
 from .wiring import check_callbacks
@@ -15,10 +14,16 @@ from .wiring import check_callbacks
 def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     check_callbacks(cfg, METRICS)
-    corpus = load_pretraining_corpus(cfg.dataset, cfg.data_root)
-    numericalizer = fit_numericalizer(corpus.train_texts, cfg.tokenizer)
-    cache = token_cache_dir(cfg)
-    train_docs, valid_docs = encode(numericalizer, corpus.train_texts, cache), encode(numericalizer, corpus.valid_texts, cache)
+    name, numericalizer, train_docs, valid_docs = numericalized_corpus(cfg)
     sources = {d: None for d in cfg.bidirectional.directions}  # from scratch
     results = train_lms(ctx, sources, numericalizer, train_docs, valid_docs)
-    return ctx.finish(results, vocab_size=len(numericalizer.itos), dataset=corpus.name)
+    return ctx.finish(results, vocab_size=len(numericalizer.itos), dataset=name)
+
+
+def numericalized_corpus(cfg):
+    """(corpus name, numericalizer, train ids, valid ids). The texts end here: on a large corpus
+    they would be most of the memory held through training."""
+    corpus = load_pretraining_corpus(cfg.dataset, cfg.data_root)
+    cache = token_cache_dir(cfg)
+    numericalizer, train_docs = fit_encode(corpus.train_texts, cfg.tokenizer, cache)
+    return corpus.name, numericalizer, train_docs, encode(numericalizer, corpus.valid_texts, cache)

@@ -90,6 +90,16 @@ def fit_numericalizer(texts: Iterable[str], cfg: Any, workers: int = 1) -> Numer
     return TOKENIZERS[cfg_get(cfg, "name", "word")].build(texts, cfg, workers)
 
 
+def fit_and_encode(texts: Sequence[str], cfg: Any, workers: int = 1) -> tuple[Numericalizer, list[np.ndarray]]:
+    """`fit_numericalizer(texts, cfg)` and its `encode_many(texts)`: in one tokenization pass where
+    the tokenizer offers one (`fit_encode` in its registration), else fit, then encode."""
+    option = TOKENIZERS[cfg_get(cfg, "name", "word")]
+    if "fit_encode" in option.info:
+        return option.info["fit_encode"](texts, cfg, workers)
+    numericalizer = option.build(texts, cfg, workers)
+    return numericalizer, numericalizer.encode_many(texts, workers)
+
+
 def numericalizer_from_state(state: dict) -> Numericalizer:
     """Rebuild a numericalizer from `Numericalizer.state()` (e.g. read from a checkpoint)."""
     if not isinstance(state, dict) or "kind" not in state:

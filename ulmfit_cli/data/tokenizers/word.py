@@ -74,7 +74,56 @@ def count_tokens(texts: list[str]) -> Counter:
     return c
 
 
-@TOKENIZERS.register("word", reads=("max_vocab", "min_freq"), load=WordNumericalizer.from_state)
+class _Grow(dict):
+    """dict that numbers each new key as it is first looked up (a chunk's own, local vocabulary)."""
+
+    def __missing__(self, key: str) -> int:
+        self[key] = n = len(self)
+        return n
+
+
+def tokenize_chunk(texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Every text's tokens as ids into a vocabulary of this chunk's own: (its tokens in id order,
+    the ids of all texts concatenated (int32), each text's token count (int64))."""
+    local = _Grow()
+    get = local.__getitem__
+    ids: list[int] = []
+    lens = np.empty(len(texts), dtype=np.int64)
+    for i, t in enumerate(texts):
+        before = len(ids)
+        ids.extend(map(get, word_tokenize(t)))
+        lens[i] = len(ids) - before
+    return list(local), np.array(ids, dtype=np.int32), lens
+
+
+def check_has_text(total_tokens: int, n_texts: int) -> None:
+    if total_tokens <= n_texts:  # only xxbos tokens
+        raise UserError("The corpus given to the word tokenizer has no text.",
+                        "Check the dataset's text columns.")
+
+
+def fit_encode_word(texts: Sequence[str], cfg, workers: int = 1) -> tuple[WordNumericalizer, list[np.ndarray]]:
+    """`fit_word` and `encode_many` in one tokenization pass: each chunk is tokenized once into ids of
+    its own; the chunks' counts make the vocabulary, and a lookup table per chunk maps its ids onto
+    it (UNK for what the vocabulary left out), which is what `encode` gives text by text."""
+    texts = list(texts)
+    nw = n_workers(workers)
+    parts = map_chunks(tokenize_chunk, texts, nw) if worth_it(texts, nw) else [tokenize_chunk(texts)]
+    counts: Counter = Counter()
+    for local, ids, _ in parts:
+        counts.update(dict(zip(local, np.bincount(ids, minlength=len(local)).tolist())))
+    check_has_text(sum(counts.values()), len(texts))
+    num = WordNumericalizer.from_counter(counts, max_vocab=int(cfg_get(cfg, "max_vocab", 60000)),
+                                         min_freq=int(cfg_get(cfg, "min_freq", 2)))
+    docs: list[np.ndarray] = []
+    for local, ids, lens in parts:
+        table = np.fromiter(map(num.stoi.__getitem__, local), dtype=np.int32, count=len(local))
+        docs.extend(np.split(table[ids], np.cumsum(lens)[:-1]) if len(lens) else [])
+    return num, docs
+
+
+@TOKENIZERS.register("word", reads=("max_vocab", "min_freq"), load=WordNumericalizer.from_state,
+                     fit_encode=fit_encode_word)
 def fit_word(texts: Iterable[str], cfg, workers: int = 1) -> WordNumericalizer:
     """fastai-style rules (xxmaj, xxup, xxrep, xxwrep, xxbos) and the max_vocab most frequent tokens
     seen min_freq times."""
@@ -83,8 +132,6 @@ def fit_word(texts: Iterable[str], cfg, workers: int = 1) -> WordNumericalizer:
     counts: Counter = Counter()
     for part in (map_chunks(count_tokens, texts, nw) if worth_it(texts, nw) else [count_tokens(texts)]):
         counts.update(part)
-    if sum(counts.values()) <= len(texts):  # only xxbos tokens
-        raise UserError("The corpus given to the word tokenizer has no text.",
-                        "Check the dataset's text columns.")
+    check_has_text(sum(counts.values()), len(texts))
     return WordNumericalizer.from_counter(counts, max_vocab=int(cfg_get(cfg, "max_vocab", 60000)),
                                           min_freq=int(cfg_get(cfg, "min_freq", 2)))
