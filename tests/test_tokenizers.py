@@ -198,7 +198,8 @@ def test_fit_and_encode_in_one_pass_equals_fit_then_encode(monkeypatch, workers)
     monkeypatch.setattr(pool, "PARALLEL_MIN_CHARS", 0)
     cfg = TokenizerConfig(min_freq=2, max_vocab=14)  # cuts the vocabulary: some words become xxunk
     expected = fit_numericalizer(texts, cfg)
-    num, docs = tk.fit_and_encode(texts, cfg, workers=workers)
+    num, flat, lens = tk.fit_and_encode(texts, cfg, workers=workers)
+    docs = tk.split_ids(flat, lens)
     assert num.itos == expected.itos and len(num.itos) == 14
     assert "rare1" not in num.itos  # seen once: below min_freq
     assert len(docs) == len(texts)

@@ -77,14 +77,20 @@ _WIKI_HEADING = re.compile(r"^ ?= [^=].*[^=] = ?$|^ ?= [^=] = ?$")
 
 
 def _wiki_articles(text: str) -> list[str]:
-    articles: list[list[str]] = []
+    """The articles of a WikiText file, each joined as soon as the next heading ends it (joining
+    them all at the end would hold every line twice: a large corpus's peak memory)."""
+    articles: list[str] = []
+    current: list[str] = []
     for line in text.splitlines():
         if not line.strip():
             continue
-        if _WIKI_HEADING.match(line) or not articles:
-            articles.append([])
-        articles[-1].append(line.strip())
-    return ["\n".join(lines) for lines in articles]
+        if _WIKI_HEADING.match(line) and current:
+            articles.append("\n".join(current))
+            current = []
+        current.append(line.strip())
+    if current:
+        articles.append("\n".join(current))
+    return articles
 
 
 def _read_wikitext(cfg: Any, directory: Path) -> Raw:

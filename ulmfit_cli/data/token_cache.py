@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..fileutil import atomic_write_bytes
-from .tokenizers import fit_and_encode, numericalizer_from_state
+from .tokenizers import fit_and_encode, numericalizer_from_state, split_ids
 
 log = logging.getLogger("ulmfit")
 
@@ -165,12 +165,16 @@ def _atomic_save(path: Path, arr: np.ndarray) -> None:
 
 
 def _save(tok_path: Path, off_path: Path, docs: list[np.ndarray]) -> None:
-    tok_path.parent.mkdir(parents=True, exist_ok=True)
     lens = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
-    off = np.zeros(len(docs) + 1, dtype=np.int64)
-    np.cumsum(lens, out=off[1:])
     flat = np.concatenate(docs).astype(np.int32, copy=False) if docs else np.zeros(0, np.int32)
-    _atomic_save(tok_path, flat)
+    _save_flat(tok_path, off_path, flat, lens)
+
+
+def _save_flat(tok_path: Path, off_path: Path, flat: np.ndarray, lens: np.ndarray) -> None:
+    tok_path.parent.mkdir(parents=True, exist_ok=True)
+    off = np.zeros(len(lens) + 1, dtype=np.int64)
+    np.cumsum(lens, out=off[1:])
+    _atomic_save(tok_path, flat.astype(np.int32, copy=False))
     _atomic_save(off_path, off)  # last: its presence marks a complete pair
 
 
@@ -233,7 +237,8 @@ def fit_encode(texts: list[str], tokenizer_cfg: Any, cache_dir=None):
     nor counts: it hashes the texts and maps the cached ids."""
     workers = 2 if len(texts) > 20000 else 1
     if cache_dir is None or sum(map(len, texts)) < CACHE_MIN_CHARS:
-        return fit_and_encode(texts, tokenizer_cfg, workers)
+        numericalizer, flat, lens = fit_and_encode(texts, tokenizer_cfg, workers)
+        return numericalizer, split_ids(flat, lens)
     t0 = time.perf_counter()
     digest = texts_digest(texts)
     vocab_path = Path(cache_dir) / f"{fit_key(tokenizer_cfg, digest)[:32]}.vocab.json"
@@ -242,18 +247,19 @@ def fit_encode(texts: list[str], tokenizer_cfg: Any, cache_dir=None):
         log.info("token cache: vocabulary of %s tokens read in %.2f s (%s)", f"{len(numericalizer.itos):,}",
                  time.perf_counter() - t0, vocab_path)
         return numericalizer, cached_encode(numericalizer, texts, cache_dir, workers, min_chars=0, digest=digest)
-    numericalizer, docs = fit_and_encode(texts, tokenizer_cfg, workers)
+    numericalizer, flat, lens = fit_and_encode(texts, tokenizer_cfg, workers)
     log.info("token cache miss: fitted a vocabulary of %s and encoded %s tokens in %.2f s",
-             f"{len(numericalizer.itos):,}", f"{sum(len(d) for d in docs):,}", time.perf_counter() - t0)
+             f"{len(numericalizer.itos):,}", f"{len(flat):,}", time.perf_counter() - t0)
     try:
         paths = _paths(Path(cache_dir), cache_key(numericalizer, texts, digest))
-        _save(*paths, docs)
+        _save_flat(*paths, flat, lens)
         atomic_write_bytes(vocab_path, lambda f: f.write(_state_json(numericalizer.state())))  # last: marks both
     except OSError as e:
         log.warning("token cache: could not write %s (%s); continuing without the cache "
                     "(set token_cache=<dir> or token_cache=off)", cache_dir, e)
-        return numericalizer, docs
-    return numericalizer, _load(*paths, len(texts)) or docs  # the saved ids, paged in as read
+        return numericalizer, split_ids(flat, lens)
+    del flat  # the saved ids are read back from the file, paged in as they are used
+    return numericalizer, _load(*paths, len(texts))
 
 
 def encode(numericalizer, texts: list[str], cache_dir=None) -> list[np.ndarray]:

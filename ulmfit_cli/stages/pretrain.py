@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..data import load_pretraining_corpus
 from ..data.token_cache import encode, fit_encode, token_cache_dir
+from ..sysmem import return_freed_memory
 from .context import RunContext
 from .lm import METRICS, train_lms
 from .wiring import check_callbacks
@@ -15,6 +16,7 @@ def run(ctx: RunContext) -> dict:
     cfg = ctx.cfg
     check_callbacks(cfg, METRICS)
     name, numericalizer, train_docs, valid_docs = numericalized_corpus(cfg)
+    return_freed_memory()  # the texts' pages
     sources = {d: None for d in cfg.bidirectional.directions}  # from scratch
     results = train_lms(ctx, sources, numericalizer, train_docs, valid_docs)
     return ctx.finish(results, vocab_size=len(numericalizer.itos), dataset=name)

@@ -9,7 +9,8 @@ ulmfit_cli/models/vocab_mapping.py.
 """
 from __future__ import annotations
 
-from .base import STATE_VERSION, TOKENIZERS, Numericalizer, fit_and_encode, fit_numericalizer, numericalizer_from_state
+from .base import (STATE_VERSION, TOKENIZERS, Numericalizer, fit_and_encode, fit_numericalizer,
+                   numericalizer_from_state, split_ids)
 from .pool import PARALLEL_MIN_CHARS
 from .specials import (BOS, BOS_ID, EOS, EOS_ID, FLD, FLD_ID, MAJ_ID, NEWLINE, PAD, PAD_ID, REP_ID, SPECIAL_TOKENS,
                        TK_MAJ, TK_REP, TK_UP, TK_WREP, UNK, UNK_ID, UP_ID, WREP_ID)
@@ -21,7 +22,7 @@ __all__ = [
     "UNK", "PAD", "BOS", "EOS", "FLD", "TK_REP", "TK_WREP", "TK_UP", "TK_MAJ", "SPECIAL_TOKENS", "NEWLINE",
     "UNK_ID", "PAD_ID", "BOS_ID", "EOS_ID", "FLD_ID", "REP_ID", "WREP_ID", "UP_ID", "MAJ_ID", "STATE_VERSION",
     "TOKENIZERS", "Numericalizer", "WordNumericalizer", "SpmNumericalizer", "SPM_MODEL_TYPES", "fit_numericalizer",
-    "fit_and_encode",
+    "fit_and_encode", "split_ids",
     "numericalizer_from_state", "fix_html", "replace_rep", "replace_wrep", "word_tokenize", "word_detokenize",
     "PARALLEL_MIN_CHARS",
 ]

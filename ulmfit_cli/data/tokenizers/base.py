@@ -90,14 +90,22 @@ def fit_numericalizer(texts: Iterable[str], cfg: Any, workers: int = 1) -> Numer
     return TOKENIZERS[cfg_get(cfg, "name", "word")].build(texts, cfg, workers)
 
 
-def fit_and_encode(texts: Sequence[str], cfg: Any, workers: int = 1) -> tuple[Numericalizer, list[np.ndarray]]:
-    """`fit_numericalizer(texts, cfg)` and its `encode_many(texts)`: in one tokenization pass where
-    the tokenizer offers one (`fit_encode` in its registration), else fit, then encode."""
+def fit_and_encode(texts: Sequence[str], cfg: Any, workers: int = 1) -> tuple[Numericalizer, np.ndarray, np.ndarray]:
+    """`fit_numericalizer(texts, cfg)` and its `encode_many(texts)`, as (numericalizer, every text's
+    ids concatenated (int32), each text's length (int64)): in one tokenization pass where the
+    tokenizer offers one (`fit_encode` in its registration), else fit, then encode."""
     option = TOKENIZERS[cfg_get(cfg, "name", "word")]
     if "fit_encode" in option.info:
         return option.info["fit_encode"](texts, cfg, workers)
     numericalizer = option.build(texts, cfg, workers)
-    return numericalizer, numericalizer.encode_many(texts, workers)
+    docs = numericalizer.encode_many(texts, workers)
+    lens = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+    return numericalizer, (np.concatenate(docs) if docs else np.zeros(0, np.int32)), lens
+
+
+def split_ids(flat: np.ndarray, lens: np.ndarray) -> list[np.ndarray]:
+    """Per-text views of concatenated ids, `lens` long each."""
+    return np.split(flat, np.cumsum(lens)[:-1]) if len(lens) else []
 
 
 def numericalizer_from_state(state: dict) -> Numericalizer:

@@ -102,10 +102,11 @@ def check_has_text(total_tokens: int, n_texts: int) -> None:
                         "Check the dataset's text columns.")
 
 
-def fit_encode_word(texts: Sequence[str], cfg, workers: int = 1) -> tuple[WordNumericalizer, list[np.ndarray]]:
+def fit_encode_word(texts: Sequence[str], cfg, workers: int = 1) -> tuple[WordNumericalizer, np.ndarray, np.ndarray]:
     """`fit_word` and `encode_many` in one tokenization pass: each chunk is tokenized once into ids of
     its own; the chunks' counts make the vocabulary, and a lookup table per chunk maps its ids onto
-    it (UNK for what the vocabulary left out), which is what `encode` gives text by text."""
+    it (UNK for what the vocabulary left out), which is what `encode` gives text by text.
+    Returns (numericalizer, every text's ids concatenated (int32), each text's length (int64))."""
     texts = list(texts)
     nw = n_workers(workers)
     parts = map_chunks(tokenize_chunk, texts, nw) if worth_it(texts, nw) else [tokenize_chunk(texts)]
@@ -115,11 +116,15 @@ def fit_encode_word(texts: Sequence[str], cfg, workers: int = 1) -> tuple[WordNu
     check_has_text(sum(counts.values()), len(texts))
     num = WordNumericalizer.from_counter(counts, max_vocab=int(cfg_get(cfg, "max_vocab", 60000)),
                                          min_freq=int(cfg_get(cfg, "min_freq", 2)))
-    docs: list[np.ndarray] = []
-    for local, ids, lens in parts:
+    lens = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
+    flat = np.empty(sum(len(p[1]) for p in parts), dtype=np.int32)
+    at = 0
+    while parts:  # each chunk's local ids are let go once mapped: the corpus's ids are held once
+        local, ids, _ = parts.pop(0)
         table = np.fromiter(map(num.stoi.__getitem__, local), dtype=np.int32, count=len(local))
-        docs.extend(np.split(table[ids], np.cumsum(lens)[:-1]) if len(lens) else [])
-    return num, docs
+        np.take(table, ids, out=flat[at:at + len(ids)])
+        at += len(ids)
+    return num, flat, lens
 
 
 @TOKENIZERS.register("word", reads=("max_vocab", "min_freq"), load=WordNumericalizer.from_state,
