@@ -14,10 +14,12 @@ One command, one machine, identical model configurations:
   predict   inference docs/s through ulmfit's predict_proba (what `ulmfit predict` calls), and
             fastai's classifier forward under no_grad for comparison
   tokenize  tokens/s of fit_numericalizer and encode_many (word and spm) on WikiText-2 valid
-  e2e       a real `ulmfit pretrain` (the console script) for N batches on WikiText-2 beside
-            fastai's own Learner.fit on the same token ids: the tokens/s each run logs and the
-            wall-clock tokens/s of its training loop, next to the lm step bench at the same
-            sizes and vocabulary (benchlib/e2e.py says how each figure is timed)
+  e2e       ulmfit's four commands as users run them (the console script: pretrain, finetune-lm,
+            train-clf with gradual unfreezing, predict) each beside fastai doing the same job in
+            its own Learner on the same token ids and documents: throughput as each run logs it,
+            by the wall clock of its training (or prediction) loop, the whole process's wall time
+            and peak RSS, at 10k and/or 60k vocabularies (--e2e-vocabs), runs alternating by
+            rounds (benchlib/e2e.py says how each figure is timed)
 
 The step benches run every measured configuration in its own child process (so peak memory is
 that configuration's alone: CPU = the child's peak RSS from a baseline taken before the model
@@ -30,10 +32,12 @@ creates it first with `bash scripts/fastai_env.sh` (fastai 2.8.12 beside the sam
 --no-fastai, or if that fails, fastai's rows say why they were skipped.
 
     python benchmarks/bench.py --quick                      # smoke test, < 1 minute
+    python benchmarks/bench.py --quick --benches e2e        # the four commands at the tiny size, a few minutes
     python benchmarks/bench.py --sizes small,paper30k --steps 10 --warmup 3
     python benchmarks/bench.py --device cuda --precision bf16 --profile
     python benchmarks/bench.py --sizes paper30k --benches lm --precision fp32,bf16   # bf16 lever, interleaved
     python benchmarks/bench.py --sizes paper30k --benches e2e --precision fp32,bf16  # real runs
+    python benchmarks/bench.py --sizes paper60k --benches e2e --e2e-vocabs 10k,60k --e2e-commands train-clf,predict
 
 Writes <out>/results.json and <out>/results.csv (default outputs/bench/).
 """
@@ -45,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also for the fastai interpreter
 
-from benchlib.common import DATA_ROOT, DEFAULT_FASTAI_PY, REPO, SIZES  # noqa: E402
+from benchlib.common import DATA_ROOT, DEFAULT_FASTAI_PY, E2E_COMMANDS, E2E_VOCABS, REPO, SIZES  # noqa: E402
 
 
 def size_help() -> str:
@@ -73,8 +77,23 @@ def add_step_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_e2e_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--e2e-commands", default=",".join(E2E_COMMANDS),
+                   help="e2e: comma list of " + ",".join(E2E_COMMANDS) + " (each starts from the run of the one "
+                        "before it; one not benched is made by a short untimed run)")
+    p.add_argument("--e2e-vocabs", default="10k",
+                   help="e2e: comma list of " + "; ".join(f"{k} (tokenizer.max_vocab {v['max_vocab']}, pretrain on "
+                                                           f"{v['corpus']}; finetune-lm on IMDb train + unsup)"
+                                                           for k, v in E2E_VOCABS.items()))
     p.add_argument("--e2e-steps", type=int, default=30,
-                   help="e2e: batches each run trains (train.max_steps_per_epoch; capped at one epoch)")
+                   help="e2e: batches pretrain and finetune-lm train (train.max_steps_per_epoch; capped at one epoch)")
+    p.add_argument("--e2e-clf-steps", type=int, default=3,
+                   help="e2e: train-clf batches per unfreezing phase (over exactly that many batches of reviews)")
+    p.add_argument("--e2e-clf-bs", type=int, default=None,
+                   help="e2e: train-clf and predict batch size (default: the size's bs, 64 at paper sizes)")
+    p.add_argument("--e2e-unfreeze", default="1,2,3,4",
+                   help="e2e: train-clf's unfreeze.steps (ulmfit's default; 1,2,3 is fastai's reference script); "
+                        "fastai runs freeze_to(-k) for each, then unfreeze()")
+    p.add_argument("--e2e-predict-docs", type=int, default=10000, help="e2e: IMDb test reviews predict labels")
     p.add_argument("--e2e-rounds", type=int, default=1,
                    help="e2e: runs of every (system, precision), alternating; the median is reported")
     p.add_argument("--e2e-fixed-bptt", action="store_true",
@@ -83,7 +102,7 @@ def add_e2e_args(p: argparse.ArgumentParser) -> None:
                    help="e2e: skip the lm step bench at the e2e sizes and vocabulary (the 'step' column)")
     p.add_argument("--data-root", default=str(DATA_ROOT),
                    help="e2e: data root holding wikitext2/ (wiki.train.tokens, or valid+test, which the "
-                        "reader then uses as the corpus)")
+                        "reader then uses as the corpus) and imdb/ (train, test, unsup .csv.gz)")
 
 
 def parse_args(argv=None):
@@ -99,7 +118,9 @@ def parse_args(argv=None):
     p.add_argument("--benches", default="lm,clf,predict,tokenize", help="comma list of lm,clf,predict,tokenize,e2e")
     p.add_argument("--precision", default="fp32",
                    help="fp32, bf16 (autocast), or fp32,bf16: both, stepped in lock-step in the same groups")
-    p.add_argument("--quick", action="store_true", help="tiny sizes and few steps: a smoke test (< 1 minute)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes and few steps: a smoke test (< 1 minute; e2e: 3 LM steps, 1 step per unfreezing "
+                        "phase, 200 reviews to predict, a few corpus documents: a few minutes)")
     p.add_argument("--no-fastai", action="store_true", help="skip fastai (and do not create its venv)")
     p.add_argument("--fastai-python", default=str(DEFAULT_FASTAI_PY), help="interpreter of the fastai venv")
     p.add_argument("--seed", type=int, default=0)

@@ -5,6 +5,7 @@ import csv
 import errno
 import os
 import random
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -111,6 +112,24 @@ def test_predict_keeps_input_order_with_shuffled_lengths(runs, tmp_path):
         alone = ensemble_proba(ck, [t], 1, torch.device("cpu"))[0]
         cols = [k for k in r if k.startswith("p_")]
         assert [float(r[c]) for c in cols] == pytest.approx(list(alone), abs=1e-5)
+
+
+def test_predict_in_bf16_and_its_timing_line(runs, tmp_path, capsys):
+    cwd, _, clf = runs
+    (tmp_path / "in.txt").write_text("a good film\nan awful plot\n")
+    outs = {}
+    for prec in ("fp32", "bf16"):
+        rc = cli.main(["predict", f"run={clf}", f"input={tmp_path / 'in.txt'}", f"output={tmp_path / prec}.csv",
+                       f"precision={prec}", "verbose=true", "device=cpu"])
+        err = capsys.readouterr().err
+        assert rc == 0 and re.search(r"predict: 2 texts, 1 classifier\(s\), encoded in [0-9.]+ s, classified in "
+                                     r"[0-9.]+ s \([0-9.]+ texts/s\)", err), err
+        outs[prec] = [float(v) for r in csv.DictReader(open(tmp_path / f"{prec}.csv"))
+                      for k, v in r.items() if k.startswith("p_")]
+    assert outs["fp32"] and outs["bf16"] == pytest.approx(outs["fp32"], abs=0.05)  # bf16 rounding, same answer
+    rc = cli.main(["predict", f"run={clf}", f"input={tmp_path / 'in.txt'}", "precision=fp8", "device=cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "precision=fp8" in err and "bf16" in err and "Traceback" not in err
 
 
 def copy_run_editing_checkpoint(run: Path, dest: Path, edit) -> Path:
@@ -256,10 +275,13 @@ def test_diverging_run_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_p
 
 
 def test_learning_rate_that_overflows_the_optimizer_is_a_clean_error(tmp_path):
-    # At lr=1e38 Adam's bias-corrected step (lr / 0.1) is no longer a float32.
+    # At lr=1e38 Adam's bias-corrected step (lr / 0.1) is no longer a float32: torch's per-tensor
+    # AdamW raises on it (overflowed float32), the fused one (what stages use) writes inf into the
+    # weights and the next loss is nan. Either way: a clean error that says to lower the LR.
     proc = ulmfit("pretrain", *FAST, "bidirectional=fwd", "schedule.lr=1e38", cwd=tmp_path, env=ONE_THREAD, check=False)
     assert proc.returncode == 2
-    assert_clean_error(proc, "overflowed float32", "Lower schedule.lr")
+    assert_clean_error(proc, "Training stopped", "Lower schedule.lr")
+    assert "overflowed float32" in proc.stderr or "the loss became nan at step 1" in proc.stderr
 
 
 # ---- 11. the disk fills up during training, through the console script ---------------------------------

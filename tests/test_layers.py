@@ -12,7 +12,8 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "ulmfit_cli"
 LAYERS = [
-    {"__init__", "build_info", "config", "command_line", "extras", "errors", "fileutil", "checkpoints", "registry"},
+    {"__init__", "build_info", "config", "command_line", "extras", "errors", "fileutil", "checkpoints", "registry",
+     "sysmem"},
     {"data", "models"},
     {"training", "runtime", "distributed", "sweep_stop"},
     {"reporting"},

@@ -100,3 +100,34 @@ def test_slanted_cosine_warms_up_like_stlr_then_decays_along_a_cosine():
         [(1 + 0.75 * 31) / 32, (1 + 0.5 * 31) / 32, 1 / 32])
     assert SCHEDULES.ignored_knobs("slanted_cosine", {"cut_frac", "ratio", "pct_start"}) == [
         ("pct_start", "add schedule=one_cycle to use it")]
+
+
+def test_the_stage_optimizer_is_fused_adamw_with_the_loop_s_arithmetic():
+    import torch
+
+    from ulmfit_cli.config import compose
+    from ulmfit_cli.models import build_lm
+    from ulmfit_cli.stages.wiring import make_optimizer
+
+    cfg = compose("pretrain", ["model=tiny"])
+
+    def trained(fused: bool):
+        torch.manual_seed(0)
+        model = build_lm(cfg.model, 200, 1)
+        opt, lrs = make_optimizer(cfg, model.layer_groups())
+        if not fused:  # the same groups and hyper-parameters through torch's per-tensor loop
+            kept = ("betas", "eps", "weight_decay")
+            opt = torch.optim.AdamW([{"params": g["params"], "lr": g["lr"]} for g in opt.param_groups],
+                                    **{k: opt.defaults[k] for k in kept}, foreach=False)
+        assert opt.defaults["fused"] is (True if fused else None)
+        for step in range(3):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(step)) * 0.1
+            opt.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    fused, loop = trained(True), trained(False)
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(fused, loop))
+    torch.manual_seed(0)
+    untrained = [p.detach() for p in build_lm(cfg.model, 200, 1).parameters()]
+    assert all((a - b).abs().max() > 1e-4 for a, b in zip(fused, untrained) if a.dim() > 1)  # it did train

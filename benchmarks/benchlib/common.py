@@ -37,3 +37,17 @@ SIZES = {
 def n_params(model) -> int:
     """Parameters counted once (a tied decoder shares the embedding's)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+# The end-to-end bench's commands, in the order each hands its run to the next.
+E2E_COMMANDS = ("pretrain", "finetune-lm", "train-clf", "predict")
+# e2e vocabularies: tokenizer.max_vocab (the cap of every command's word vocabulary) and the corpus
+# `ulmfit pretrain` reads ({data_root} filled in). WikiText-2's valid+test copy has ~10.9k words seen
+# twice, too few for 60k: that row pretrains on the 50,000 unlabelled IMDb reviews (~64k), a hold-out
+# of 250 reviews (valid_frac 0.005) as its validation. finetune-lm reads IMDb train + unsup (~76k).
+E2E_VOCABS = {
+    "10k": dict(max_vocab=10000, corpus="WikiText-2", pretrain=("dataset=wikitext2",)),
+    "60k": dict(max_vocab=60000, corpus="IMDb unsup", pretrain=(
+        "dataset=csv", "dataset.train_file={data_root}/imdb/unsup.csv.gz", "dataset.label_col=null",
+        "dataset.valid_frac=0.005")),
+}
+IMDB_TRAIN_DOCS = 25000  # rows of imdb/train.csv.gz: train-clf's valid_frac is a share of them

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from .common import DEFAULT_FASTAI_PY, SIZES
+from .common import DEFAULT_FASTAI_PY, E2E_COMMANDS, E2E_VOCABS, SIZES
 from .group import run_group
-from .hostinfo import cpu_info, fastai_probe, git_commit, make_fastai_env
+from .hostinfo import cpu_info, fastai_probe, git_commit, host_stamp, make_fastai_env
 from .results import add_ratios, fmt, write_outputs
 
 BENCHES = {"lm", "clf", "predict", "tokenize", "e2e"}
@@ -24,9 +24,11 @@ NOTES = ["throughput = units per step / median step time over timed steps; throu
          "parent's high-water mark at exec. CUDA = torch.cuda.max_memory_allocated",
          "step benches: ulmfit = Trainer.train_step; fastai = fastai's models and Adam in a minimal loop "
          "(no Learner callbacks)",
-         "e2e: ulmfit = the `ulmfit pretrain` command; fastai = language_model_learner + Learner.fit. "
-         "throughput = tokens / summed intervals between step ends (what the run logs); throughput_loop = "
-         "tokens / wall time of the training loop; medians over --e2e-rounds"]
+         "e2e: ulmfit = its console script (pretrain, finetune-lm, train-clf, predict); fastai = its Learner "
+         "(language_model_learner fit / fit_one_cycle, text_classifier_learner freeze_to + fit_one_cycle, get_preds) "
+         "on the same ids. throughput = units / summed intervals between step ends (what the run logs); "
+         "throughput_loop = units / wall time of the training (or prediction) loop, evaluations left out; "
+         "process_s and process_peak_rss_mb = the whole process; medians over --e2e-rounds"]
 
 
 def settle(args) -> str | None:
@@ -37,9 +39,12 @@ def settle(args) -> str | None:
         args.sizes = args.sizes or "tiny"
         args.steps, args.warmup, args.clf_warmup = min(args.steps, 3), min(args.warmup, 1), min(args.clf_warmup, 1)
         args.min_steps, args.e2e_steps = min(args.min_steps, 3), min(args.e2e_steps, 3)
+        args.e2e_clf_steps, args.e2e_predict_docs = min(args.e2e_clf_steps, 1), min(args.e2e_predict_docs, 200)
     args.sizes = (args.sizes or ("small,paper30k,paper60k" if args.device == "cuda" else "small,paper30k")).split(",")
     args.benches = args.benches.split(",")
     args.precisions = args.precision.split(",")
+    args.e2e_commands, args.e2e_vocabs = args.e2e_commands.split(","), args.e2e_vocabs.split(",")
+    args.out = str(Path(args.out).resolve())  # e2e runs its commands in <out>, with run dirs under it
     bad = [s for s in args.sizes if s not in SIZES]
     if bad:
         return f"unknown size(s) {bad}; choose from {list(SIZES)}"
@@ -47,6 +52,24 @@ def settle(args) -> str | None:
         return f"unknown bench(es) {sorted(set(args.benches) - BENCHES)}; choose from {sorted(BENCHES)}"
     if not set(args.precisions) <= {"fp32", "bf16"}:
         return f"--precision {args.precision}: use fp32, bf16 or fp32,bf16"
+    return settle_e2e(args)
+
+
+def settle_e2e(args) -> str | None:
+    if not set(args.e2e_commands) <= set(E2E_COMMANDS):
+        unknown = sorted(set(args.e2e_commands) - set(E2E_COMMANDS))
+        return f"--e2e-commands: unknown {unknown}; choose from {','.join(E2E_COMMANDS)}"
+    if not set(args.e2e_vocabs) <= set(E2E_VOCABS):
+        return f"--e2e-vocabs: unknown {sorted(set(args.e2e_vocabs) - set(E2E_VOCABS))}; choose from {list(E2E_VOCABS)}"
+    steps = args.e2e_unfreeze.split(",")
+    if not all(k.isdigit() and 1 <= int(k) <= 4 for k in steps) or sorted(set(steps)) != steps:
+        return f"--e2e-unfreeze {args.e2e_unfreeze}: increasing layer-group counts from 1 to 4, e.g. 1,2,3,4 or 1,2,3"
+    counts = {"--e2e-steps": args.e2e_steps, "--e2e-clf-steps": args.e2e_clf_steps,
+              "--e2e-predict-docs": args.e2e_predict_docs, "--e2e-rounds": args.e2e_rounds}
+    low = [k for k, v in counts.items() if v < 1]
+    low += ["--e2e-clf-bs"] if args.e2e_clf_bs is not None and args.e2e_clf_bs < 2 else []
+    if low:
+        return f"{', '.join(low)}: too small (counts >= 1; --e2e-clf-bs >= 2, as BatchNorm needs two rows)"
     return None
 
 
@@ -73,6 +96,10 @@ def make_meta(args, torch, cpu: dict, device_name: str, fastai_note: str) -> dic
             "fastai": fastai_note, "sizes": args.sizes, "benches": sorted(args.benches), "steps": args.steps,
             "warmup": args.warmup, "clf_warmup": args.clf_warmup, "min_steps": args.min_steps,
             "max_seconds": args.max_seconds, "e2e_steps": args.e2e_steps, "e2e_rounds": args.e2e_rounds,
+            **({"e2e_commands": args.e2e_commands, "e2e_vocabs": args.e2e_vocabs, "e2e_clf_steps": args.e2e_clf_steps,
+                "e2e_clf_bs": args.e2e_clf_bs, "e2e_unfreeze": args.e2e_unfreeze,
+                "e2e_predict_docs": args.e2e_predict_docs, "e2e_fixed_bptt": args.e2e_fixed_bptt}
+               if "e2e" in args.benches else {}),
             "quick": args.quick, "argv": sys.argv[1:], "notes": NOTES}
 
 
@@ -151,16 +178,18 @@ class Bench:
                     self.group(task, size_name, {"doc_len": L, "bs": clf_bs}, args.clf_warmup)
 
     def e2e(self, size_name: str) -> None:
-        """The real runs, and (unless --no-e2e-step) the lm step bench at their vocabulary, so
-        that step and run are compared at the same sizes."""
-        from .e2e import bench_e2e
+        """The real runs at each vocabulary, and (unless --no-e2e-step) the lm step bench at the
+        vocabulary they trained, so that step and run are compared at the same sizes."""
+        from .e2e_chain import bench_e2e
 
-        st, rows = bench_e2e(size_name, self.args.precisions, self.systems("e2e"), self.args, self.fastai_note,
-                             self.say)
-        if not self.args.no_e2e_step:
-            sz = {**SIZES[size_name], "vocab": st.vocab}
-            self.group("lm", f"{size_name}@v{st.vocab}", {}, self.args.warmup, sz=sz, bare=False)
-        self.add(rows)
+        for preset in self.args.e2e_vocabs:
+            rows = bench_e2e(size_name, preset, self.args.precisions, self.systems("e2e"), self.args,
+                             self.fastai_note, self.say, host_stamp)
+            vocab = next((r["vocab"] for r in rows if r.get("unit") == "tokens/s" and r.get("vocab")), None)
+            if vocab and not self.args.no_e2e_step:
+                sz = {**SIZES[size_name], "vocab": vocab}
+                self.group("lm", f"{size_name}@v{vocab}", {}, self.args.warmup, sz=sz, bare=False)
+            self.add(rows)
 
     def tokenize(self) -> None:
         from .tokenize_bench import bench_tokenize
@@ -172,13 +201,14 @@ class Bench:
             f"{r['system']} {fmt(r.get('throughput'), 0)} tok/s (fit {fmt(r.get('fit_s'), 2)}s)" for r in rows))
 
     def finish(self, t_start: float) -> int:
-        from .tables import print_e2e, print_steps
+        from .tables import print_e2e, print_e2e_pairs, print_steps
 
         self.meta.update(total_s=round(time.perf_counter() - t_start, 1), partial=False)
         add_ratios(self.rows)
         write_outputs(self.out, self.meta, self.rows)
         print_steps(self.console, self.rows, self.meta)
         print_e2e(self.console, self.rows)
+        print_e2e_pairs(self.console, self.rows)
         for r in self.rows:
             if r.get("profile_top"):
                 self.say(f"profile {r['bench']} {r['size']} {r['system']} (self time, top 6): " + "; ".join(

@@ -1,23 +1,45 @@
-"""End-to-end: a real `ulmfit pretrain` run (the console script, as users run it) beside
-fastai's own Learner loop (benchlib/e2e_fastai.py) on the same token ids.
+"""End-to-end: ulmfit's four commands (the console script, as users run it) each beside fastai
+doing the same job in its own Learner (benchlib/e2e_fastai.py), on the same token ids:
 
-Both train N batches of bs 64 on WikiText-2 and then evaluate once; each with its own default
-batching: ulmfit's variable BPTT around 70 (--e2e-fixed-bptt: 70 for both), fastai's
-LMDataLoader's fixed 70. Each run is timed two ways:
-  throughput       tokens / the summed intervals between step ends, as the run logs it
-                   (ulmfit: metrics.csv's train row; fastai: a Callback's after_batch times)
-  throughput_loop  tokens / the wall time of the training loop, from its start to the end of
-                   the last step (ulmfit: the train row's elapsed_s; fastai: before_fit to
-                   after_train), so time outside the steps (batching, callbacks) shows
-Time outside the loop is reported beside: eval_s (the one evaluation) and process_s (the whole
-process: for ulmfit start-up, reading, tokenizing and checkpoints too; fastai's worker is given
-the ids).
+  pretrain     `ulmfit pretrain` for N batches vs `language_model_learner(..., pretrained=False)`
+               + `fit`; both then evaluate once
+  finetune-lm  `ulmfit finetune-lm pretrained=<that pretrain run>` on IMDb (train + unsup) for N
+               batches vs `language_model_learner(..., pretrained_fnames=...)` loading the same
+               weights through `ulmfit export-fastai`, unfrozen (ulmfit trains every layer), then
+               `fit_one_cycle`; each maps the embedding onto the target vocabulary by token
+  train-clf    `ulmfit train-clf lm=<that finetune-lm run>` with gradual unfreezing (one phase per
+               `unfreeze.steps` entry, then all layers; S batches each; BPT3C bptt 70, max_len
+               1400) vs `text_classifier_learner` with that encoder and `freeze_to(-k)` ... then
+               `unfreeze()`, one `fit_one_cycle` of S batches each; both validate after each
+               phase and score the test documents at the end
+  predict      `ulmfit predict run=<that classifier>` on D IMDb test reviews vs `learn.get_preds`
+               on the same reviews' ids (fastai's classifier from its own train-clf run); fp32
+               only, as `ulmfit predict` takes no precision= (bf16 rows say so)
+
+The batches are the same size for both (the size preset's bs, bptt; --e2e-clf-bs), as are the
+documents: the bench reads and tokenizes each corpus as the command will (the stage's own
+functions) and hands the ids to fastai's worker in an .npz; each ulmfit row is checked against
+them (vocabulary, tokens, documents), so a run that read something else is an error, not a row.
+ulmfit batches LM text with its default variable BPTT around 70 (--e2e-fixed-bptt: 70 as fastai).
+
+Each run is timed two ways:
+  throughput       units / the summed intervals between step ends, as the run logs it (ulmfit:
+                   metrics.csv's train rows; fastai: a Callback's after_batch times); predict
+                   logs none: there it is throughput_loop
+  throughput_loop  units / the wall time of the training loop, from its start to the end of the
+                   last step, evaluations left out (ulmfit: the train rows' elapsed_s less the
+                   valid rows', so train-clf's count the progress checkpoint ulmfit writes after
+                   each epoch but the last, for resume; fastai: before_fit to after_train of every
+                   fit); predict: the prediction call (ulmfit's predict_proba, timed by a wrapper
+                   around it, as `ulmfit predict` logs no timing; fastai's get_preds)
+Beside them: eval_s (every evaluation, and train-clf's test scoring), process_s (the whole
+process: for ulmfit start-up, reading and tokenizing text, checkpoints; fastai's worker is given
+the ids) and the peak RSS of each process.
 Runs cannot be interleaved step by step as the step benches are; instead the systems alternate
 run by run, in reversed order every other round, and the median over rounds is reported.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -27,72 +49,56 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .common import BENCH, REPO, SIZES
 
 
 @dataclass
 class Setup:
-    """One size's end-to-end bench: where the ids are, how many steps, how many tokens."""
+    """One command's bench at one size and vocabulary: what both systems are given and how much
+    each run does."""
 
+    command: str
     size: str
+    preset: str
     args: object
-    steps: int
-    tokens_path: Path
+    bs: int
+    steps: int  # LM: batches; train-clf: batches per phase; predict: 0 (every document)
+    ids_path: Path  # the ids (and labels) handed to fastai's worker
+    argv: list[str]  # the ulmfit command line after the console script, without precision and run dir
+    read: Callable[["Setup", Path], dict]  # run dir -> the run's own figures, or an error status
+    launch: Callable[["Setup", str, Path], list[str]] | None = None  # default: stage_launch
     vocab: int = 0
-    tokens: int = 0  # ulmfit's tokens in those steps
-    prep: dict = field(default_factory=dict)
+    unit: str = "tokens/s"
+    units: int = 0  # tokens (LM) or documents the ulmfit run handles: what its row must report seeing
+    tokens: int = 0  # real tokens in those (the documents' tokens, every phase)
+    precisions: tuple = ("fp32", "bf16")  # the precisions the ulmfit command can run in
+    fastai: dict = field(default_factory=dict)  # what fastai's worker needs beyond the common spec
+    prep: dict = field(default_factory=dict)  # the data both were given (tokens, documents)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.args.out)
+
+    @property
+    def shown(self) -> str:
+        """The ulmfit command as a user types it."""
+        return " ".join(["ulmfit", *self.argv])
 
 
-def run_overrides(size: str, precision: str, steps: int, args) -> list[str]:
-    """`ulmfit pretrain` overrides: the size preset's model, the bench's batch and N steps."""
+def stage_launch(st: Setup, precision: str, run_dir: Path) -> list[str]:
+    """A training command: the console script with the run's precision and run dir."""
+    return [*ulmfit_command(), *st.argv, f"precision={precision}", f"hydra.run.dir={run_dir}"]
+
+
+def base_overrides(size: str, args) -> list[str]:
+    """Overrides every training command shares: the size preset's model, the machine, no progress
+    bar and no token cache (each run tokenizes as a first run does)."""
     s = SIZES[size]
-    extra = ["train.variable_bptt=false"] if args.e2e_fixed_bptt else []
-    extra += ["dataset.max_docs=20"] if args.quick else []
-    return ["dataset=wikitext2", f"data_root={args.data_root}", "model=awd_lstm", f"model.emb_size={s['emb']}",
-            f"model.hidden_size={s['hidden']}", f"model.n_layers={s['layers']}", f"tokenizer.max_vocab={s['vocab']}",
-            f"train.bs={s['bs']}", f"train.bptt={s['bptt']}", "train.epochs=1", f"train.max_steps_per_epoch={steps}",
-            f"precision={precision}", f"device={args.device}", f"threads={args.threads}", f"seed={args.seed}",
-            "progress=none", "token_cache=off"] + extra
-
-
-def run_tokens(cfg, train_docs, steps: int) -> tuple[int, int]:
-    """(steps, tokens) of the run's first `steps` batches, capped at one epoch: its own LMStream
-    (a pure function of seed and epoch) over its own ids, so variable BPTT is counted exactly."""
-    from itertools import islice
-
-    from ulmfit_cli.data.batching import LMStream
-
-    t = cfg.train
-    stream = LMStream(train_docs, t.bs, t.bptt, seed=cfg.seed, shuffle=True, variable=t.variable_bptt)
-    steps = min(steps, len(stream))
-    return steps, sum(b.x.numel() for b in islice(stream.epoch(0), steps))
-
-
-def prepare(size: str, args) -> Setup:
-    """The run's own corpus, vocabulary and token ids (the pretrain stage's first three steps),
-    saved for fastai's worker."""
-    import numpy as np
-    from ulmfit_cli.config import compose
-    from ulmfit_cli.data import load_pretraining_corpus
-    from ulmfit_cli.data.tokenizers import fit_numericalizer
-    from ulmfit_cli.data.token_cache import encode
-
-    cfg = compose("pretrain", run_overrides(size, "fp32", args.e2e_steps, args))
-    corpus = load_pretraining_corpus(cfg.dataset, cfg.data_root)
-    numer = fit_numericalizer(corpus.train_texts, cfg.tokenizer)
-    docs = {"train": encode(numer, corpus.train_texts, None), "valid": encode(numer, corpus.valid_texts, None)}
-    arrays = {}
-    for split, split_docs in docs.items():
-        kept = [d for d in split_docs if len(d)]
-        arrays[f"{split}_ids"] = np.concatenate(kept).astype(np.int64)
-        arrays[f"{split}_lens"] = np.array([len(d) for d in kept], dtype=np.int64)
-    path = Path(args.out) / f"e2e_tokens_{size}.npz"
-    np.savez(path, **arrays)
-    steps, tokens = run_tokens(cfg, docs["train"], args.e2e_steps)
-    return Setup(size, args, steps, path, len(numer.itos), tokens,
-                 {"train_tokens": len(arrays["train_ids"]), "valid_tokens": len(arrays["valid_ids"]),
-                  "variable_bptt": bool(cfg.train.variable_bptt)})
+    return ["model=awd_lstm", f"model.emb_size={s['emb']}", f"model.hidden_size={s['hidden']}",
+            f"model.n_layers={s['layers']}", f"data_root={args.data_root}", f"device={args.device}",
+            f"threads={args.threads}", f"seed={args.seed}", "progress=none", "token_cache=off"]
 
 
 # Runs the measured command as its child and writes that child's peak RSS (RUSAGE_CHILDREN) to
@@ -107,6 +113,7 @@ LAUNCHER = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]
 def timed_process(cmd: list[str], env: dict, log_path: Path, cwd: Path) -> tuple[int, float, float | None, str]:
     """Run cmd; -> (return code, wall seconds, peak RSS MB of that process, its stdout)."""
     rss_file = log_path.with_suffix(".maxrss")
+    rss_file.unlink(missing_ok=True)
     with open(log_path, "w") as log:
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, str(rss_file), *cmd], stdout=subprocess.PIPE,
@@ -126,18 +133,6 @@ def child_env(threads: int, fastai: bool) -> dict:
     return env
 
 
-def read_run(run_dir: Path) -> dict:
-    """The figures the run itself wrote: metrics.csv's train and valid rows, summary.json."""
-    with open(run_dir / "metrics.csv") as f:
-        rows = {r["split"]: r for r in csv.DictReader(f)}
-    train, valid = rows["train"], rows["valid"]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return {"throughput": float(train["throughput"]), "loop_s": float(train["elapsed_s"]),
-            "eval_s": float(valid["elapsed_s"]) - float(train["elapsed_s"]),
-            "val_perplexity": float(valid["perplexity"]), "run_wall_s": summary["wall_time_s"],
-            "run_vocab": summary.get("vocab_size"), "run_train_tokens": summary["results"]["fwd"]["train_tokens"]}
-
-
 def ulmfit_command() -> list[str]:
     """The console script beside this interpreter (what `pip install -e .` made), else on PATH."""
     beside = Path(sys.executable).with_name("ulmfit")
@@ -145,77 +140,73 @@ def ulmfit_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "ulmfit_cli"]
 
 
-def ulmfit_run(st: Setup, precision: str, tag: str) -> dict:
-    args = st.args
-    run_dir, log = Path(args.out) / "e2e" / tag, Path(args.out) / "logs" / f"{tag}.log"
-    shutil.rmtree(run_dir, ignore_errors=True)  # an earlier bench's run: ulmfit never overwrites a run dir
-    overrides = [*run_overrides(st.size, precision, st.steps, args), f"hydra.run.dir={run_dir}"]
-    cmd = [*ulmfit_command(), "pretrain", *overrides]
-    rc, wall, rss, _ = timed_process(cmd, child_env(args.threads, False), log, Path(args.out))
+def console(args, tag: str, *argv: str) -> None:
+    """An untimed ulmfit command the bench needs (export-fastai, a short run another command
+    starts from); raises with the log's path when it fails."""
+    log = Path(args.out) / "logs" / f"{tag}.log"
+    with open(log, "w") as f:
+        rc = subprocess.call([*ulmfit_command(), *argv], stdout=f, stderr=subprocess.STDOUT,
+                             env=child_env(args.threads, False), cwd=str(args.out))
     if rc != 0:
-        return {"status": f"error: ulmfit pretrain exited {rc} (see {log})"}
-    got = read_run(run_dir)
-    if (got["run_vocab"], got["run_train_tokens"]) != (st.vocab, st.prep["train_tokens"]):
-        return {"status": f"error: the run's vocab/corpus ({got['run_vocab']}, {got['run_train_tokens']} tokens) "
-                          f"differ from the bench's ({st.vocab}, {st.prep['train_tokens']}); see {run_dir}"}
-    return {"status": "ok", **got, "throughput_loop": st.tokens / got["loop_s"], "process_s": wall,
-            "process_peak_rss_mb": rss, "run_dir": str(run_dir), "command": " ".join(["ulmfit pretrain", *overrides])}
+        raise RuntimeError(f"`ulmfit {' '.join(argv[:1])}` exited {rc} (see {log})")
+
+
+def ulmfit_run(st: Setup, precision: str, tag: str) -> dict:
+    """The console script as a user runs it, read back from its own run dir."""
+    run_dir, log = st.out / "e2e" / tag, st.out / "logs" / f"{tag}.log"
+    shutil.rmtree(run_dir, ignore_errors=True)  # an earlier bench's run: ulmfit never overwrites a run dir
+    cmd = (st.launch or stage_launch)(st, precision, run_dir)
+    rc, wall, rss, _ = timed_process(cmd, child_env(st.args.threads, False), log, st.out)
+    if rc != 0:
+        return {"status": f"error: ulmfit {st.command} exited {rc} (see {log})"}
+    got = st.read(st, run_dir)
+    if got.get("status") != "ok":
+        return got
+    return {**got, "throughput_loop": got["units_seen"] / got["loop_s"], "process_s": wall,
+            "process_peak_rss_mb": rss, "run_dir": str(run_dir),
+            "command_line": st.shown + (f" precision={precision}" if st.launch is None else "")}
+
+
+def fastai_spec(st: Setup, precision: str, run_dir: Path) -> dict:
+    s = SIZES[st.size]
+    return {"command": st.command, "ids": str(st.ids_path), "vocab": st.vocab, "precision": precision,
+            "steps": st.steps, "threads": st.args.threads, "seed": st.args.seed, "device": st.args.device,
+            "size": {k: s[k] for k in ("emb", "hidden", "layers", "bptt", "max_len")} | {"bs": st.bs},
+            "run_dir": str(run_dir), **st.fastai}
 
 
 def fastai_run(st: Setup, precision: str, tag: str, fastai_py: str) -> dict:
-    args = st.args
-    spec = {"tokens": str(st.tokens_path), "size": SIZES[st.size], "vocab": st.vocab, "precision": precision,
-            "steps": st.steps, "threads": args.threads, "seed": args.seed, "device": args.device}
-    log = Path(args.out) / "logs" / f"{tag}.log"
+    """fastai's worker (its own interpreter) on the ids the ulmfit run reads."""
+    run_dir, log = st.out / "e2e" / tag, st.out / "logs" / f"{tag}.log"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    spec = fastai_spec(st, precision, run_dir)
     rc, wall, rss, out = timed_process([fastai_py, str(BENCH), "--e2e-fastai", json.dumps(spec)],
-                                       child_env(args.threads, True), log, REPO)
+                                       child_env(st.args.threads, True), log, REPO)
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     if rc != 0 or not lines:
-        return {"status": f"error: fastai e2e worker exited {rc} (see {log})"}
+        return {"status": f"error: fastai e2e worker ({st.command}) exited {rc} (see {log})"}
     got = json.loads(lines[-1])
-    return {"status": "ok", **got, "throughput_loop": got["trained_tokens"] / got["loop_s"], "process_s": wall,
-            "process_peak_rss_mb": rss}
+    return {"status": "ok", **got, "throughput_loop": got["units_seen"] / got["loop_s"], "process_s": wall,
+            "process_peak_rss_mb": rss, "run_dir": str(run_dir)}
 
 
 MEDIANS = ("throughput", "throughput_loop", "loop_s", "eval_s", "process_s", "process_peak_rss_mb")
 
 
-def merge_rounds(st: Setup, system: str, precision: str, runs: list[dict]) -> dict:
-    """One row per (system, precision): the median of each figure over the rounds that succeeded."""
+def merge_rounds(st: Setup, system: str, precision: str, runs: list[dict], stamp: dict) -> dict:
+    """One row per (command, size, vocabulary, system, precision): the median of each figure over
+    the rounds that succeeded."""
     s = SIZES[st.size]
-    row = {"bench": "e2e", "size": st.size, "system": system, "precision": precision, "bs": s["bs"],
-           "bptt": s["bptt"], "vocab": st.vocab, "emb": s["emb"], "hidden": s["hidden"], "layers": s["layers"],
-           "steps": st.steps, "tokens": st.tokens, "unit": "tokens/s", **st.prep}
+    row = {"bench": "e2e", "command": st.command, "size": st.size, "vocab_preset": st.preset, "system": system,
+           "precision": precision, "bs": st.bs, "bptt": s["bptt"], "vocab": st.vocab, "emb": s["emb"],
+           "hidden": s["hidden"], "layers": s["layers"], "steps": st.steps, "unit": st.unit, **st.prep, **stamp}
     ok = [r for r in runs if r.get("status") == "ok"]
     if not ok:
         return {**row, "status": runs[0].get("status") if runs else "not run"}
     row.update(status="ok", rounds=len(ok), per_round={k: [r.get(k) for r in ok] for k in MEDIANS})
     for k in MEDIANS:
-        row[k] = statistics.median(r[k] for r in ok)
+        vals = [r[k] for r in ok if r.get(k) is not None]
+        row[k] = statistics.median(vals) if vals else None
     row.update({k: v for k, v in ok[-1].items() if k not in MEDIANS and k != "status"})
     return row
-
-
-def bench_e2e(size: str, precisions: list[str], systems: list[tuple[str, str | None]], args, note: str,
-              say) -> tuple[Setup, list[dict]]:
-    """Prepare the ids, then alternate the runs: every (system, precision) once per round."""
-    st = prepare(size, args)
-    say(f"  e2e {size}: vocab {st.vocab}, {st.prep['train_tokens']:,} train tokens, {st.steps} steps "
-        f"of bs {SIZES[size]['bs']}, bptt {SIZES[size]['bptt']}{' (variable)' if st.prep['variable_bptt'] else ''}")
-    runs: dict = {(sy, p): [] for p in precisions for sy, _ in systems}
-    for rnd in range(args.e2e_rounds):
-        order = [(sy, py, p) for p in precisions for sy, py in systems]
-        for system, py, prec in order if rnd % 2 == 0 else order[::-1]:
-            tag = f"e2e-{size}-{system}-{prec}-r{rnd}"
-            t0 = time.perf_counter()
-            if py is None:
-                r = {"status": note}
-            elif system == "ulmfit":
-                r = ulmfit_run(st, prec, tag)
-            else:
-                r = fastai_run(st, prec, tag, py)
-            runs[(system, prec)].append(r)
-            say(f"    {tag:<34} {time.perf_counter() - t0:6.1f}s  " + (
-                f"run {r['throughput']:,.0f} tok/s, loop {r['throughput_loop']:,.0f} tok/s"
-                if r.get("status") == "ok" else str(r.get("status"))[:100]))
-    return st, [merge_rounds(st, sy, p, runs[(sy, p)]) for (sy, p) in runs]

@@ -51,3 +51,15 @@ def fastai_probe(python: Path) -> tuple[bool, str]:
         return False, f"not installed (import fastai failed in {python}: {p.stderr.strip().splitlines()[-1:]})"
     fv, tv = p.stdout.split()
     return True, f"fastai {fv}, torch {tv}"
+
+
+def host_stamp() -> dict:
+    """Where and when a result row was measured: date, host, CPU model and this interpreter's torch
+    (a fastai row's worker reports its own torch over it)."""
+    import datetime as _dt
+    import socket
+
+    import torch
+
+    return {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "host": socket.gethostname(),
+            "cpu_model": cpu_info()["cpu_model"], "torch": torch.__version__}

@@ -5,22 +5,24 @@ import csv
 import json
 from pathlib import Path
 
-CSV_COLS = ["bench", "size", "doc_len", "system", "precision", "status", "throughput", "unit", "median_step_s",
-            "steps", "throughput_best", "min_step_s", "throughput_loop", "tokens", "loop_s", "eval_s", "process_s",
-            "process_peak_rss_mb", "peak_mem_mb", "mem_kind", "peak_rss_mb", "cuda_peak_mb",
-            "ratio_vs_fastai", "ratio_vs_bare", "ratio_best_vs_fastai", "ratio_best_vs_bare", "ratio_loop_vs_fastai",
+CSV_COLS = ["bench", "command", "size", "vocab_preset", "doc_len", "system", "precision", "status", "throughput", "unit",
+            "median_step_s", "steps", "throughput_best", "min_step_s", "throughput_loop", "units_seen", "tokens_seen",
+            "docs_seen", "loop_s", "eval_s", "process_s", "process_peak_rss_mb", "peak_mem_mb", "mem_kind",
+            "peak_rss_mb", "cuda_peak_mb", "ratio_vs_fastai", "ratio_vs_bare", "ratio_best_vs_fastai",
+            "ratio_best_vs_bare", "ratio_loop_vs_fastai", "process_ratio_vs_fastai", "rss_ratio_vs_fastai",
             "mem_ratio_vs_fastai", "mem_ratio_vs_bare", "ratio_vs_fp32", "ratio_best_vs_fp32", "ratio_loop_vs_fp32",
             "ratio_vs_fastai_fp32", "ratio_best_vs_fastai_fp32", "ratio_loop_vs_fastai_fp32",
-            "mem_ratio_vs_fastai_fp32", "bs", "vocab", "emb", "hidden", "layers", "bptt", "max_len", "n_params",
-            "optimizer", "torch", "fastai", "fit_s", "fit_tokens_per_s", "n_tokens", "run_dir",
-            "device", "device_name", "precision", "threads", "date", "git_commit"]
+            "mem_ratio_vs_fastai_fp32", "process_ratio_vs_fastai_fp32", "bs", "vocab", "emb", "hidden", "layers",
+            "bptt", "max_len", "phases", "rounds", "n_params", "optimizer", "torch", "fastai", "fit_s",
+            "fit_tokens_per_s", "n_tokens", "run_dir", "command_line", "device", "device_name", "threads", "date",
+            "host", "cpu_model", "git_commit"]
 
 # (field, ratio name prefix): the median step, the fastest step, and (e2e) the loop's wall time
 FIGURES = (("throughput", "ratio"), ("throughput_best", "ratio_best"), ("throughput_loop", "ratio_loop"))
 
 
 def key(r: dict, system: str, precision: str | None) -> tuple:
-    return (r["bench"], r["size"], r.get("doc_len"), system, precision)
+    return (r["bench"], r.get("command"), r["size"], r.get("vocab_preset"), r.get("doc_len"), system, precision)
 
 
 def set_ratios(r: dict, o: dict | None, name: str, memory: bool = True) -> None:
@@ -31,6 +33,10 @@ def set_ratios(r: dict, o: dict | None, name: str, memory: bool = True) -> None:
             r[f"{prefix}_vs_{name}"] = r[field] / o[field]
     if memory and r.get("peak_mem_mb") and o.get("peak_mem_mb"):
         r[f"mem_ratio_vs_{name}"] = r["peak_mem_mb"] / o["peak_mem_mb"]
+    # e2e: the whole process's wall time (lower is faster) and peak RSS
+    for field, prefix in (("process_s", "process_ratio"), ("process_peak_rss_mb", "rss_ratio")):
+        if memory and r.get(field) and o.get(field):
+            r[f"{prefix}_vs_{name}"] = r[field] / o[field]
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -70,7 +76,7 @@ def ratio(r: dict, other: str, prefix: str = "ratio", best: bool = True) -> str:
 def write_outputs(out: Path, meta: dict, rows: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2, default=str))
-    common = {k: meta[k] for k in ("device", "device_name", "threads", "date", "git_commit")}
+    common = {k: meta.get(k) for k in ("device", "device_name", "threads", "date", "host", "git_commit")}
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_COLS, extrasaction="ignore")
         w.writeheader()

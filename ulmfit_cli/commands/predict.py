@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -22,7 +23,8 @@ from .args import parse
 
 USAGE = ("usage: ulmfit predict run=<train-clf run dir> input=<texts.txt|.csv|.jsonl|-> "
          "[output=<file|->] [format=csv|jsonl] [text_col=<the run's text column(s)>] [direction=all|fwd|bwd] "
-         "[threshold=<tuned on validation>] [bs=64] [device=auto] [overwrite=false]")
+         "[threshold=<tuned on validation>] [bs=64] [device=auto] [precision=fp32|bf16|fp16] [overwrite=false] "
+         "[verbose=false]")
 
 
 @dataclass
@@ -36,8 +38,9 @@ class PredictArgs:
     threshold: Optional[float] = None
     bs: int = 64
     device: str = "auto"
+    precision: str = "fp32"  # bf16 / fp16: autocast, as training's precision=
     overwrite: bool = False
-    verbose: bool = False
+    verbose: bool = False  # on stderr: how many texts, how long encoding and the classifiers took
 
 
 def read_texts(path: str, columns: list[str]) -> list[str]:
@@ -77,15 +80,24 @@ def run_threshold(run: Path, ckpts) -> float:
     return float(ckpts[0][1].get("threshold") or 0.5)
 
 
-def ensemble_proba(ckpts, texts: list[str], bs: int, device) -> np.ndarray:
-    """Average of every direction's probabilities, in the order of `texts`."""
-    probs = []
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def ensemble_proba(ckpts, texts: list[str], bs: int, device, precision: str = "fp32",
+                   timing: dict | None = None) -> np.ndarray:
+    """Average of every direction's probabilities, in the order of `texts`; `timing` gathers the
+    seconds spent encoding and in the classifiers."""
+    probs, timing = [], timing if timing is not None else {}
     for name, ckpt in ckpts:
         model = load_model(ckpt, device, expect="clf")
         numer = numericalizer_from_state(ckpt["numericalizer"])
+        t0 = time.perf_counter()
         docs = numer.encode_many(texts)
+        t1 = time.perf_counter()
         probs.append(predict_proba(model, docs, bs=bs, pad_id=ckpt["pad_id"], reverse=name == "bwd",
-                                   device=device, multi_label=ckpt.get("multi_label", False)))
+                                   device=device, precision=precision, multi_label=ckpt.get("multi_label", False)))
+        timing["encode_s"] = timing.get("encode_s", 0.0) + t1 - t0
+        timing["predict_s"] = timing.get("predict_s", 0.0) + time.perf_counter() - t1
     return np.mean(probs, axis=0)
 
 
@@ -95,12 +107,20 @@ def main(argv: list[str]) -> int:
     if a.output != "-" and Path(a.output).exists() and not a.overwrite:
         raise UserError(f"output={a.output} exists; predict does not overwrite files.",
                         "Choose another output= or pass overwrite=true.")
+    if a.precision not in PRECISIONS:
+        raise UserError(f"precision={a.precision} is not one of {', '.join(PRECISIONS)}.",
+                        "Pass precision=fp32 (the default), bf16 or fp16.")
     device = resolve_device(a.device)
     ckpts = load_classifiers(Path(a.run), a.direction, device)
     classes, multi = ckpts[0][1]["classes"], ckpts[0][1].get("multi_label", False)
     threshold = a.threshold if a.threshold is not None else run_threshold(Path(a.run), ckpts)
     texts = read_texts(a.input, text_columns(a, ckpts[0][1]))
-    probs = ensemble_proba(ckpts, texts, a.bs, device) if texts else np.zeros((0, len(classes)))
+    timing: dict = {}
+    probs = ensemble_proba(ckpts, texts, a.bs, device, a.precision, timing) if texts else np.zeros((0, len(classes)))
+    if a.verbose:
+        spent = timing.get("predict_s", 0.0)
+        print(f"predict: {len(texts)} texts, {len(ckpts)} classifier(s), encoded in {timing.get('encode_s', 0.0):.3f} s, "
+              f"classified in {spent:.3f} s ({len(texts) / spent if spent else 0:.1f} texts/s)", file=sys.stderr)
     rows = []
     for text, p in zip(texts, probs):
         row = {"text": text}

@@ -157,7 +157,10 @@ def _load(tok_path: Path, off_path: Path, n: int) -> list[np.ndarray] | None:
         log.warning("token cache: ignoring unreadable entry %s (%s); re-encoding", tok_path.name, e)
         return None
     bounds = off.tolist()
-    return [tokens[bounds[i]:bounds[i + 1]] for i in range(n)]
+    # views of a plain ndarray over the map: a slice of np.memmap itself carries the map's
+    # attributes per view, several hundred bytes for each of a large corpus's documents
+    flat = np.asarray(tokens)
+    return [flat[bounds[i]:bounds[i + 1]] for i in range(n)]
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:

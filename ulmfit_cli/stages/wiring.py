@@ -29,8 +29,16 @@ def make_optimizer(cfg, groups) -> tuple[torch.optim.Optimizer, list[float]]:
     opt = torch.optim.AdamW(
         [{"params": p, "lr": lr} for p, lr in zip(params, lrs)],
         betas=(cfg.train.beta1, cfg.train.beta2), eps=cfg.train.eps, weight_decay=cfg.train.weight_decay,
+        fused=fused_adamw_runs_on([t for p in params for t in p]) or None,
     )
     return opt, lrs
+
+
+def fused_adamw_runs_on(params: list[torch.Tensor]) -> bool:
+    """Whether torch's fused AdamW (one kernel over all tensors) can update `params`: floating point,
+    on the CPU or a CUDA device. On a CPU it is several times faster than the per-tensor loop torch
+    otherwise takes there, with the same arithmetic up to rounding."""
+    return bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
 
 
 def make_trainer(ctx: RunContext, model: torch.nn.Module, step_fn, eval_fn, direction: str, metrics: list[str], *,
