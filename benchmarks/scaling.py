@@ -67,21 +67,28 @@ def stamp(line: str) -> datetime | None:
     return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f") if m else None
 
 
-def rss_mb(pid: int) -> float | None:
-    """Resident memory of a process and its children (the tokenizer's workers), in MB."""
+def rss_mb(pid: int) -> tuple[float, float] | None:
+    """(resident, of it private: not pages of mapped files) MB of a process and its children (the
+    tokenizer's workers). Pages of the memory-mapped token cache count as resident once read, and
+    the kernel reads ahead; they are page cache it can drop, so the private part is the bound."""
     try:
-        out = subprocess.run(["ps", "--no-headers", "-o", "rss=", "--ppid", str(pid), "-p", str(pid)],
-                             capture_output=True, text=True).stdout
-        return sum(int(v) for v in out.split()) / 1024
-    except (OSError, ValueError):
+        out = subprocess.run(["ps", "--no-headers", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                             text=True).stdout
+        total = anon = 0.0
+        for p in [pid, *(int(v) for v in out.split())]:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+            anon += int(re.search(r"RssAnon:\s+(\d+)", status).group(1)) / 1024
+        return total, anon
+    except (OSError, ValueError, AttributeError):
         return None
 
 
-def timed_run(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, list[tuple[datetime, float]]]:
+def timed_run(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, list[tuple[datetime, tuple]]]:
     """Run `cmd` under /usr/bin/time -v, sampling its memory twice a second: (result, wall s, samples)."""
     t0 = datetime.now()
     proc = subprocess.Popen(["/usr/bin/time", "-v", *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    samples: list[tuple[datetime, float]] = []
+    samples: list[tuple[datetime, tuple]] = []
     out: dict = {}
     reader = threading.Thread(target=lambda: out.update(zip(("stdout", "stderr"), proc.communicate())))
     reader.start()
@@ -114,10 +121,12 @@ def run_once(corpus: Path, run_dir: Path, cache: Path, steps: int, model: str, m
     rows = list(csv.DictReader(open(run_dir / "metrics.csv", newline="")))
     train = next(r for r in rows if r["split"] == "train")
     training = [mb for when, mb in samples if when > stamp(lm_line)]
+    private = [a for _, a in training]
     return {"data_s": round((stamp(lm_line) - start).total_seconds(), 2), "process_s": round(wall, 1),
             "train_tokens": int(re.search(r"(\d+) train tokens", lm_line).group(1)),
             "tokens_per_s": round(float(train["throughput"])), "peak_rss_mb": round(peak_rss_kb(proc.stderr) / 1024),
-            "training_rss_mb": round(max(training)) if training else None}
+            "training_rss_mb": round(max(t for t, _ in training)) if training else None,
+            "training_private_mb": round(max(private)) if private else None}
 
 
 def clf_corpus(path: Path, length: int, n_docs: int, docs: list[str]) -> None:
@@ -151,12 +160,13 @@ def clf_once(data: Path, run_dir: Path, model: str, max_len: int) -> dict:
 def table(results: list[dict], clf: list[dict], host: str) -> str:
     out = [f"{host}", "", "| corpus (whitespace tokens) | LM train tokens | data: read + tokenize + numericalize, s "
            "(cold / cache hit) | tokens/s (cold / hit) | peak RSS, MB (cold / hit) | RSS while training, MB "
-           "(cold / hit) |", "|---|---|---|---|---|---|"]
+           "(cold / hit) | of it private, MB (cold / hit) |", "|---|---|---|---|---|---|---|"]
     for r in results:
         c, w = r["cold"], r["warm"]
         out.append(f"| {r['words']:,} | {c['train_tokens']:,} | {c['data_s']} / {w['data_s']} | "
                    f"{c['tokens_per_s']:,} / {w['tokens_per_s']:,} | {c['peak_rss_mb']:,} / {w['peak_rss_mb']:,} | "
-                   f"{c['training_rss_mb']} / {w['training_rss_mb']} |")
+                   f"{c['training_rss_mb']} / {w['training_rss_mb']} | "
+                   f"{c['training_private_mb']} / {w['training_private_mb']} |")
     if clf:
         out += ["", "| classifier document length (tokens; max_len " + str(clf[0]["max_len"]) + ") | docs/s | "
                 "tokens/s | peak RSS, MB |", "|---|---|---|---|"]

@@ -32,6 +32,7 @@ def test_scaling_bench_measures_cold_and_warm_runs_on_each_size(tmp_path, shared
         for run in (r["cold"], r["warm"]):
             assert run["tokens_per_s"] > 0 and run["peak_rss_mb"] > 100 and 0 < run["data_s"] < run["process_s"]
             assert 100 < run["training_rss_mb"] <= run["peak_rss_mb"] * 1.05  # sampled: may miss the peak
+            assert 50 < run["training_private_mb"] <= run["training_rss_mb"]
     clf = json.loads((out / "results.json").read_text())["clf"]
     assert [c["length"] for c in clf] == [200, 1600]
     assert all(c["docs_per_s"] > 0 and c["peak_rss_mb"] > 100 for c in clf)

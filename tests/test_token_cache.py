@@ -230,3 +230,19 @@ def test_stage_config_accepts_token_cache():
         for name in ("pretrain", "finetune_lm", "train_clf"):
             assert compose(name).token_cache in (None, os.environ.get("ULMFIT_TOKEN_CACHE"))
             assert tc.token_cache_dir(compose(name, overrides=["token_cache=off"])) is None
+
+
+def test_cached_documents_are_views_made_on_demand(tmp_path, numer):
+    from ulmfit_cli.data.batching import LMStream
+
+    expected = numer.encode_many(TEXTS)
+    tc.cached_encode(numer, TEXTS, tmp_path, min_chars=0)
+    docs = tc.cached_encode(numer, TEXTS, tmp_path, min_chars=0)
+    assert isinstance(docs, tc.DocIds) and len(docs) == len(TEXTS)
+    assert np.array_equal(docs[-1], expected[-1]) and np.array_equal(docs[1], expected[1]) and len(docs[1]) == 1
+    assert _equal(docs[2:6], expected[2:6]) and _equal(list(docs), expected)
+    assert docs.lengths().tolist() == [len(d) for d in expected]
+    with pytest.raises(IndexError):
+        docs[len(TEXTS)]
+    a, b = LMStream(docs, 2, 5, seed=1), LMStream(expected, 2, 5, seed=1)
+    assert all(np.array_equal(x.x, y.x) and np.array_equal(x.y, y.y) for x, y in zip(a.epoch(0), b.epoch(0)))

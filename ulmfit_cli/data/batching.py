@@ -42,7 +42,7 @@ class LMStream:
         self.rows = slice(rank * bs // world_size, (rank + 1) * bs // world_size)
         self.docs, self.bs, self.bptt = docs, bs, bptt
         self.seed, self.shuffle, self.variable, self.reverse = seed, shuffle, variable, reverse
-        self.n_tokens = int(sum(len(d) for d in docs))
+        self.n_tokens = int(doc_lengths(docs).sum())
         self.stream_len = (self.n_tokens - 1) // bs if bs else 0
         if self.stream_len < 2:
             raise UserError(
@@ -72,6 +72,13 @@ class LMStream:
             i += seq_len
 
 
+def doc_lengths(docs) -> np.ndarray:
+    """Every document's length (int64): the token cache's `DocIds` know them without making views."""
+    if hasattr(docs, "lengths"):
+        return docs.lengths()
+    return np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+
+
 class ConcatView:
     """The documents in `order`, concatenated (and, with `reverse`, read back to front), without
     building that stream: a batch copies its rows' windows out of the documents themselves, so an
@@ -80,9 +87,8 @@ class ConcatView:
 
     def __init__(self, docs: list[np.ndarray], order: np.ndarray, reverse: bool):
         self.docs, self.order, self.reverse = docs, order, reverse
-        lens = np.fromiter((len(docs[i]) for i in order), dtype=np.int64, count=len(order))
-        self.ends = np.cumsum(lens)
-        self.total = int(self.ends[-1]) if len(lens) else 0
+        self.ends = np.cumsum(doc_lengths(docs)[order])
+        self.total = int(self.ends[-1]) if len(self.ends) else 0
 
     def rows(self, starts: list[int], width: int) -> np.ndarray:
         """int64 (len(starts), width): positions [s, s + width) of the stream for each s."""

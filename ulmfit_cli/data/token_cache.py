@@ -34,7 +34,8 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -140,7 +141,7 @@ def _paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
     return cache_dir / f"{stem}.tokens.npy", cache_dir / f"{stem}.offsets.npy"
 
 
-def _load(tok_path: Path, off_path: Path, n: int) -> list[np.ndarray] | None:
+def _load(tok_path: Path, off_path: Path, n: int) -> "DocIds | None":
     """The cached arrays, or None if the pair is missing or inconsistent."""
     if not (tok_path.is_file() and off_path.is_file()):
         return None
@@ -156,11 +157,36 @@ def _load(tok_path: Path, off_path: Path, n: int) -> list[np.ndarray] | None:
     except Exception as e:  # truncated / corrupt / wrong format: recompute
         log.warning("token cache: ignoring unreadable entry %s (%s); re-encoding", tok_path.name, e)
         return None
-    bounds = off.tolist()
-    # views of a plain ndarray over the map: a slice of np.memmap itself carries the map's
-    # attributes per view, several hundred bytes for each of a large corpus's documents
-    flat = np.asarray(tokens)
-    return [flat[bounds[i]:bounds[i + 1]] for i in range(n)]
+    return DocIds(tokens, off)
+
+
+class DocIds(Sequence):
+    """Every document's ids as a view of one (memory-mapped) array, made when it is asked for.
+
+    A list of a million views would be a million objects held through training, several hundred MB
+    whose pages, mixed with the corpus text's, the allocator cannot give back; here a document costs
+    its offset. Indexing gives a read-only int32 view; a slice gives a list of them."""
+
+    def __init__(self, tokens: np.ndarray, offsets: np.ndarray):
+        self.tokens = np.asarray(tokens)  # a plain ndarray over the map: a memmap slice carries its attributes
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"document {i} of {len(self)}")
+        return self.tokens[self.offsets[i]:self.offsets[i + 1]]
+
+    def lengths(self) -> np.ndarray:
+        """Every document's length (int64), without making the views."""
+        return np.diff(self.offsets)
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
@@ -197,7 +223,7 @@ def cached_encode(numericalizer, texts: Sequence[str], cache_dir: Path | str | N
     tok_path, off_path = _paths(cache_dir, key)
     docs = _load(tok_path, off_path, len(texts))
     if docs is not None:
-        n_tok = int(sum(len(d) for d in docs))
+        n_tok = int(docs.lengths().sum())
         log.info("token cache hit: %s tokens in %.2f s (%s)", f"{n_tok:,}", time.perf_counter() - t0, tok_path)
         return docs
     docs = numericalizer.encode_many(texts, workers=workers)
