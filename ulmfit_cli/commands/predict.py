@@ -16,7 +16,7 @@ from ..checkpoints import load_checkpoint
 from ..fileutil import atomic_write_bytes
 from ..data.tokenizers import numericalizer_from_state
 from ..errors import UserError
-from ..runtime import resolve_device
+from ..runtime import check_precision, resolve_device
 from ..stages.model_io import checkpoints_of, load_model
 from ..stages.clf import predict_proba
 from .args import parse
@@ -80,9 +80,6 @@ def run_threshold(run: Path, ckpts) -> float:
     return float(ckpts[0][1].get("threshold") or 0.5)
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
 def ensemble_proba(ckpts, texts: list[str], bs: int, device, precision: str = "fp32",
                    timing: dict | None = None) -> np.ndarray:
     """Average of every direction's probabilities, in the order of `texts`; `timing` gathers the
@@ -107,10 +104,8 @@ def main(argv: list[str]) -> int:
     if a.output != "-" and Path(a.output).exists() and not a.overwrite:
         raise UserError(f"output={a.output} exists; predict does not overwrite files.",
                         "Choose another output= or pass overwrite=true.")
-    if a.precision not in PRECISIONS:
-        raise UserError(f"precision={a.precision} is not one of {', '.join(PRECISIONS)}.",
-                        "Pass precision=fp32 (the default), bf16 or fp16.")
     device = resolve_device(a.device)
+    check_precision(a.precision, device)
     ckpts = load_classifiers(Path(a.run), a.direction, device)
     classes, multi = ckpts[0][1]["classes"], ckpts[0][1].get("multi_label", False)
     threshold = a.threshold if a.threshold is not None else run_threshold(Path(a.run), ckpts)

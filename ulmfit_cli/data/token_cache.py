@@ -189,6 +189,16 @@ class DocIds(Sequence):
         return np.diff(self.offsets)
 
 
+def _warn_unwritable(cache_dir, e: OSError) -> None:
+    log.warning("token cache: could not write %s (%s); continuing without the cache "
+                "(set token_cache=<dir> or token_cache=off)", cache_dir, e)
+
+
+def _workers(texts: Sequence[str]) -> int:
+    """Two processes for a corpus large enough to repay starting them."""
+    return 2 if len(texts) > 20000 else 1
+
+
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
     atomic_write_bytes(path, lambda f: np.save(f, arr, allow_pickle=False))
 
@@ -235,8 +245,7 @@ def cached_encode(numericalizer, texts: Sequence[str], cache_dir: Path | str | N
         # ids then cost page cache the OS can drop, not memory of this process
         docs = _load(tok_path, off_path, len(texts)) or docs
     except OSError as e:
-        log.warning("token cache: could not write %s (%s); continuing without the cache "
-                    "(set token_cache=<dir> or token_cache=off)", cache_dir, e)
+        _warn_unwritable(cache_dir, e)
         where = "not saved"
     log.info("token cache miss: encoded %s tokens in %.2f s, %s", f"{n_tok:,}", time.perf_counter() - t0, where)
     return docs
@@ -264,7 +273,7 @@ def fit_encode(texts: list[str], tokenizer_cfg: Any, cache_dir=None):
     with it, as `fit_numericalizer` then `encode` give them. Under `cache_dir` both are kept, the
     vocabulary named by the texts and the tokenizer settings, so a second run neither tokenizes
     nor counts: it hashes the texts and maps the cached ids."""
-    workers = 2 if len(texts) > 20000 else 1
+    workers = _workers(texts)
     if cache_dir is None or sum(map(len, texts)) < CACHE_MIN_CHARS:
         numericalizer, flat, lens = fit_and_encode(texts, tokenizer_cfg, workers)
         return numericalizer, split_ids(flat, lens)
@@ -284,8 +293,7 @@ def fit_encode(texts: list[str], tokenizer_cfg: Any, cache_dir=None):
         _save_flat(*paths, flat, lens)
         atomic_write_bytes(vocab_path, lambda f: f.write(_state_json(numericalizer.state())))  # last: marks both
     except OSError as e:
-        log.warning("token cache: could not write %s (%s); continuing without the cache "
-                    "(set token_cache=<dir> or token_cache=off)", cache_dir, e)
+        _warn_unwritable(cache_dir, e)
         return numericalizer, split_ids(flat, lens)
     del flat  # the saved ids are read back from the file, paged in as they are used
     return numericalizer, _load(*paths, len(texts))
@@ -294,7 +302,7 @@ def fit_encode(texts: list[str], tokenizer_cfg: Any, cache_dir=None):
 def encode(numericalizer, texts: list[str], cache_dir=None) -> list[np.ndarray]:
     """Token ids per text, as every stage encodes its corpus: cached on disk under `cache_dir`
     unless None, in two processes for a corpus large enough to repay starting them."""
-    return cached_encode(numericalizer, texts, cache_dir, workers=2 if len(texts) > 20000 else 1)
+    return cached_encode(numericalizer, texts, cache_dir, workers=_workers(texts))
 
 
 __all__ = ["cached_encode", "encode", "fit_encode", "cache_key", "texts_digest", "token_cache_dir", "CACHE_MIN_CHARS", "FORMAT_VERSION"]

@@ -96,6 +96,12 @@ def tokenize_chunk(texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]
     return list(local), np.array(ids, dtype=np.int32), lens
 
 
+def vocabulary(counts: Counter, cfg) -> WordNumericalizer:
+    """The numericalizer of `counts` under the `tokenizer.max_vocab` / `min_freq` of `cfg`."""
+    return WordNumericalizer.from_counter(counts, max_vocab=int(cfg_get(cfg, "max_vocab", 60000)),
+                                          min_freq=int(cfg_get(cfg, "min_freq", 2)))
+
+
 def check_has_text(total_tokens: int, n_texts: int) -> None:
     if total_tokens <= n_texts:  # only xxbos tokens
         raise UserError("The corpus given to the word tokenizer has no text.",
@@ -114,8 +120,7 @@ def fit_encode_word(texts: Sequence[str], cfg, workers: int = 1) -> tuple[WordNu
     for local, ids, _ in parts:
         counts.update(dict(zip(local, np.bincount(ids, minlength=len(local)).tolist())))
     check_has_text(sum(counts.values()), len(texts))
-    num = WordNumericalizer.from_counter(counts, max_vocab=int(cfg_get(cfg, "max_vocab", 60000)),
-                                         min_freq=int(cfg_get(cfg, "min_freq", 2)))
+    num = vocabulary(counts, cfg)
     lens = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
     flat = np.empty(sum(len(p[1]) for p in parts), dtype=np.int32)
     at = 0
@@ -138,5 +143,4 @@ def fit_word(texts: Iterable[str], cfg, workers: int = 1) -> WordNumericalizer:
     for part in (map_chunks(count_tokens, texts, nw) if worth_it(texts, nw) else [count_tokens(texts)]):
         counts.update(part)
     check_has_text(sum(counts.values()), len(texts))
-    return WordNumericalizer.from_counter(counts, max_vocab=int(cfg_get(cfg, "max_vocab", 60000)),
-                                          min_freq=int(cfg_get(cfg, "min_freq", 2)))
+    return vocabulary(counts, cfg)
