@@ -10,8 +10,11 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
+from ulmfit_cli.data.file_texts import FileTexts, scan_lines
 from ulmfit_cli.data.formats import (columns_split, decode, join_fields, parse_frame, read_bytes,
-                                     table_file)
+                                     table_file, warn_undecodable)
 from ulmfit_cli.data.splits import Raw, Split
 from ulmfit_cli.errors import UserError
 
@@ -74,6 +77,8 @@ def user_base(cfg: Any) -> Path | None:
 
 # A top-level heading is ` = Title = `; ` = = Section = = ` and deeper stay inside the article.
 _WIKI_HEADING = re.compile(r"^ ?= [^=].*[^=] = ?$|^ ?= [^=] = ?$")
+# The same over a line's UTF-8 bytes ("=" is one byte and never part of another character's).
+_WIKI_HEADING_BYTES = re.compile(rb"^ ?= [^=].*[^=] = ?$|^ ?= [^=] = ?$")
 
 
 def _wiki_articles(text: str) -> list[str]:
@@ -93,6 +98,24 @@ def _wiki_articles(text: str) -> list[str]:
     return articles
 
 
+def wiki_article(text: str) -> str:
+    """One article's lines as `_wiki_articles` joins them: stripped, blank ones left out."""
+    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _wiki_file_articles(path: Path, warnings: list[str]) -> FileTexts:
+    """`_wiki_articles` of an uncompressed file, as documents read from it when they are used."""
+    starts, first, size, bad = scan_lines(path, lambda line: bool(_WIKI_HEADING_BYTES.match(line)),
+                                          rb"\n ?= [^\n]*")
+    if bad:
+        warn_undecodable(path, bad, warnings)
+    starts = np.unique(np.concatenate([[first], starts]))
+    texts = FileTexts(path, starts, np.append(starts[1:], size), wiki_article, all_nonblank=True)
+    if len(texts) and not texts[0]:  # only blank lines before the first heading
+        texts = texts[1:]
+    return texts
+
+
 def _read_wikitext(cfg: Any, directory: Path) -> Raw:
     name = cfg.name
     warnings: list[str] = []
@@ -102,6 +125,8 @@ def _read_wikitext(cfg: Any, directory: Path) -> Raw:
         path = _first_existing(directory, [f"wiki.{stem}.tokens", f"wiki.{stem}.tokens.gz"])
         if path is None:
             return None
+        if not path.name.endswith(".gz"):
+            return Split(_wiki_file_articles(path, warnings), None, str(path))
         return Split(_wiki_articles(decode(read_bytes(path), path, warnings)), None, str(path))
 
     train, valid, test = split("train"), split("valid"), split("test")

@@ -44,11 +44,15 @@ def decode(raw: bytes, path: Path, warnings: list[str]) -> str:
             line.decode("utf-8")
         except UnicodeDecodeError:
             bad += 1
+    warn_undecodable(path, bad, warnings)
+    return raw.decode("utf-8-sig", errors="replace")
+
+
+def warn_undecodable(path: Path, bad: int, warnings: list[str]) -> None:
     warnings.append(
         f"{path}: {bad} line(s) held bytes that are not valid UTF-8; they were replaced by U+FFFD. "
         "Re-encode the file as UTF-8 to keep those characters."
     )
-    return raw.decode("utf-8-sig", errors="replace")
 
 
 def join_fields(fields: list[str]) -> str:

@@ -11,7 +11,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ulmfit_cli.data.types import TextDataset
 from ulmfit_cli.errors import UserError
@@ -21,7 +21,7 @@ from ulmfit_cli.errors import UserError
 class Split:
     """One split as read from disk; `source` is what error messages and warnings name."""
 
-    texts: list[str]
+    texts: Sequence[str]  # a list, or documents read from their file on demand (FileTexts)
     labels: list | None
     source: str
 
@@ -61,6 +61,8 @@ def _label_name(label: Any) -> str:
 
 def normalise(split: Split, cfg: Any, warnings: list[str]) -> Split:
     """Drop rows that cannot be trained on (empty text, missing label) and parse multi-labels."""
+    if split.labels is None and getattr(split.texts, "all_nonblank", False):
+        return split  # documents read from a file on demand, each made with text in it
     multi, sep = bool(cfg.multi_label), str(cfg.label_sep)
     texts: list[str] = []
     labels: list | None = [] if split.labels is not None else None
@@ -96,7 +98,8 @@ def normalise(split: Split, cfg: Any, warnings: list[str]) -> Split:
 
 def _take(split: Split, idx: list[int], source: str | None = None) -> Split:
     labels = [split.labels[i] for i in idx] if split.labels is not None else None
-    return Split([split.texts[i] for i in idx], labels, source or split.source)
+    take = getattr(split.texts, "take", None)  # documents read on demand stay so
+    return Split(take(idx) if take else [split.texts[i] for i in idx], labels, source or split.source)
 
 
 def _carve(train: Split, n: int, what: str) -> tuple[Split, Split]:

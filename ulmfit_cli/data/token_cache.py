@@ -32,6 +32,8 @@ import functools
 import hashlib
 import json
 import logging
+import os
+import tempfile
 import time
 from pathlib import Path
 from collections.abc import Sequence
@@ -41,6 +43,8 @@ import numpy as np
 
 from ..fileutil import atomic_write_bytes
 from .tokenizers import fit_and_encode, numericalizer_from_state, split_ids
+from .tokenizers.base import as_sequence
+from .tokenizers.pool import text_sizes
 
 log = logging.getLogger("ulmfit")
 
@@ -195,8 +199,8 @@ def _warn_unwritable(cache_dir, e: OSError) -> None:
 
 
 def _workers(texts: Sequence[str]) -> int:
-    """Two processes for a corpus large enough to repay starting them."""
-    return 2 if len(texts) > 20000 else 1
+    """Two processes for a corpus large enough to repay starting them (many texts, or a few long ones)."""
+    return 2 if len(texts) > 20000 or _chars(texts) > 10_000_000 else 1
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
@@ -209,12 +213,18 @@ def _save(tok_path: Path, off_path: Path, docs: list[np.ndarray]) -> None:
     _save_flat(tok_path, off_path, flat, lens)
 
 
-def _save_flat(tok_path: Path, off_path: Path, flat: np.ndarray, lens: np.ndarray) -> None:
-    tok_path.parent.mkdir(parents=True, exist_ok=True)
+def _offsets(lens: np.ndarray) -> np.ndarray:
     off = np.zeros(len(lens) + 1, dtype=np.int64)
     np.cumsum(lens, out=off[1:])
-    _atomic_save(tok_path, flat.astype(np.int32, copy=False))
-    _atomic_save(off_path, off)  # last: its presence marks a complete pair
+    return off
+
+
+def _save_flat(tok_path: Path, off_path: Path, flat: np.ndarray | None, lens: np.ndarray) -> None:
+    """The pair for ids `flat` of texts `lens` long (`flat` None: `tok_path` holds them already)."""
+    tok_path.parent.mkdir(parents=True, exist_ok=True)
+    if flat is not None:
+        _atomic_save(tok_path, flat.astype(np.int32, copy=False))
+    _atomic_save(off_path, _offsets(lens))  # last: its presence marks a complete pair
 
 
 def cached_encode(numericalizer, texts: Sequence[str], cache_dir: Path | str | None, workers: int = 1,
@@ -224,8 +234,8 @@ def cached_encode(numericalizer, texts: Sequence[str], cache_dir: Path | str | N
     On a hit the arrays are read-only views into a memory-mapped file. Inputs of fewer than
     `min_chars` characters are not cached.
     """
-    texts = list(texts)
-    if cache_dir is None or sum(map(len, texts)) < min_chars:
+    texts = as_sequence(texts)
+    if cache_dir is None or _chars(texts) < min_chars:
         return numericalizer.encode_many(texts, workers=workers)
     t0 = time.perf_counter()
     cache_dir = Path(cache_dir)
@@ -268,35 +278,61 @@ def _load_vocab(path: Path):
         return None
 
 
-def fit_encode(texts: list[str], tokenizer_cfg: Any, cache_dir=None):
+def fit_encode(texts: Sequence[str], tokenizer_cfg: Any, cache_dir=None):
     """(numericalizer, token ids per text): the vocabulary fitted on `texts` and `texts` encoded
     with it, as `fit_numericalizer` then `encode` give them. Under `cache_dir` both are kept, the
     vocabulary named by the texts and the tokenizer settings, so a second run neither tokenizes
-    nor counts: it hashes the texts and maps the cached ids."""
+    nor counts: it hashes the texts and maps the cached ids. The ids are written to the cache as
+    they are made, so a corpus of any size is held in memory one chunk at a time."""
     workers = _workers(texts)
-    if cache_dir is None or sum(map(len, texts)) < CACHE_MIN_CHARS:
+    if cache_dir is None or _chars(texts) < CACHE_MIN_CHARS:
         numericalizer, flat, lens = fit_and_encode(texts, tokenizer_cfg, workers)
         return numericalizer, split_ids(flat, lens)
     t0 = time.perf_counter()
     digest = texts_digest(texts)
-    vocab_path = Path(cache_dir) / f"{fit_key(tokenizer_cfg, digest)[:32]}.vocab.json"
+    key = fit_key(tokenizer_cfg, digest)[:32]
+    vocab_path = Path(cache_dir) / f"{key}.vocab.json"
     numericalizer = _load_vocab(vocab_path)
     if numericalizer is not None:
         log.info("token cache: vocabulary of %s tokens read in %.2f s (%s)", f"{len(numericalizer.itos):,}",
                  time.perf_counter() - t0, vocab_path)
         return numericalizer, cached_encode(numericalizer, texts, cache_dir, workers, min_chars=0, digest=digest)
-    numericalizer, flat, lens = fit_and_encode(texts, tokenizer_cfg, workers)
+    spill = _spill_path(Path(cache_dir), key)
+    try:
+        numericalizer, flat, lens = fit_and_encode(texts, tokenizer_cfg, workers, spill)
+    except BaseException:  # stopped or failed: no half-written ids are left behind
+        if spill is not None:
+            spill.unlink(missing_ok=True)
+        raise
     log.info("token cache miss: fitted a vocabulary of %s and encoded %s tokens in %.2f s",
              f"{len(numericalizer.itos):,}", f"{len(flat):,}", time.perf_counter() - t0)
+    if spill is None:
+        return numericalizer, split_ids(flat, lens)
+    paths = _paths(Path(cache_dir), cache_key(numericalizer, texts, digest))
     try:
-        paths = _paths(Path(cache_dir), cache_key(numericalizer, texts, digest))
-        _save_flat(*paths, flat, lens)
+        os.replace(spill, paths[0])  # written whole and synced: it becomes the entry's token file
+        _save_flat(paths[0], paths[1], None, lens)
         atomic_write_bytes(vocab_path, lambda f: f.write(_state_json(numericalizer.state())))  # last: marks both
     except OSError as e:
         _warn_unwritable(cache_dir, e)
-        return numericalizer, split_ids(flat, lens)
-    del flat  # the saved ids are read back from the file, paged in as they are used
-    return numericalizer, _load(*paths, len(texts))
+    return numericalizer, DocIds(flat, _offsets(lens))
+
+
+def _spill_path(cache_dir: Path, key: str) -> Path | None:
+    """A new temporary file in `cache_dir` for ids being made, or None (with a warning) when the
+    directory cannot be written."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tokens.npy.tmp", dir=cache_dir)
+        os.close(fd)
+        return Path(name)
+    except OSError as e:
+        _warn_unwritable(cache_dir, e)
+        return None
+
+
+def _chars(texts: Sequence[str]) -> int:
+    return int(text_sizes(texts).sum())
 
 
 def encode(numericalizer, texts: list[str], cache_dir=None) -> list[np.ndarray]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 
 @dataclass
@@ -11,13 +12,14 @@ class TextDataset:
     `lm_extra` holds unlabelled text used only for language modelling (e.g. IMDb's 50k
     `unsup` reviews, the files of `dataset.lm_files`). Labels are strings (class names); `classes` lists them in a fixed,
     sorted order. A pure LM corpus (WikiText) has labels None and classes [].
-    For multi-label datasets each label is a list of strings.
+    For multi-label datasets each label is a list of strings. A large plain-text corpus's texts
+    are a `FileTexts`: a Sequence whose documents are read from the file when they are used.
     """
 
     name: str
-    train_texts: list[str]
-    valid_texts: list[str]
-    test_texts: list[str]
+    train_texts: Sequence[str]
+    valid_texts: Sequence[str]
+    test_texts: Sequence[str]
     train_labels: list | None = None
     valid_labels: list | None = None
     test_labels: list | None = None

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from ...errors import UserError
 from ...registry import Registry
+from .ids import IdWriter
 from .pool import encode_in_workers, n_workers, worth_it
 from .specials import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
@@ -71,7 +73,7 @@ class Numericalizer:
     def encode_many(self, texts: Sequence[str], workers: int = 1) -> list[np.ndarray]:
         """Encode every text; results in input order. Uses worker processes when workers > 1
         and the input holds at least pool.PARALLEL_MIN_CHARS characters."""
-        texts = list(texts)
+        texts = as_sequence(texts)
         nw = n_workers(workers)
         if worth_it(texts, nw):
             return encode_in_workers(self, texts, nw)
@@ -90,17 +92,29 @@ def fit_numericalizer(texts: Iterable[str], cfg: Any, workers: int = 1) -> Numer
     return TOKENIZERS[cfg_get(cfg, "name", "word")].build(texts, cfg, workers)
 
 
-def fit_and_encode(texts: Sequence[str], cfg: Any, workers: int = 1) -> tuple[Numericalizer, np.ndarray, np.ndarray]:
+def fit_and_encode(texts: Sequence[str], cfg: Any, workers: int = 1,
+                   out: Path | None = None) -> tuple[Numericalizer, np.ndarray, np.ndarray]:
     """`fit_numericalizer(texts, cfg)` and its `encode_many(texts)`, as (numericalizer, every text's
     ids concatenated (int32), each text's length (int64)): in one tokenization pass where the
-    tokenizer offers one (`fit_encode` in its registration), else fit, then encode."""
+    tokenizer offers one (`fit_encode` in its registration), else fit, then encode. With `out` (a
+    .npy path) the ids are written there as they are made and returned as a read-only map of it."""
     option = TOKENIZERS[cfg_get(cfg, "name", "word")]
     if "fit_encode" in option.info:
-        return option.info["fit_encode"](texts, cfg, workers)
+        return option.info["fit_encode"](texts, cfg, workers, out)
     numericalizer = option.build(texts, cfg, workers)
     docs = numericalizer.encode_many(texts, workers)
     lens = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
-    return numericalizer, (np.concatenate(docs) if docs else np.zeros(0, np.int32)), lens
+    writer = IdWriter(out)
+    for ids in docs:
+        writer.append(ids)
+    del docs
+    return numericalizer, writer.finish(), lens
+
+
+def as_sequence(texts: Iterable[str]) -> Sequence[str]:
+    """`texts` itself when it can be indexed (a list, or documents read from a file on demand),
+    else a list of it."""
+    return texts if isinstance(texts, Sequence) else list(texts)
 
 
 def split_ids(flat: np.ndarray, lens: np.ndarray) -> list[np.ndarray]:

@@ -3,13 +3,15 @@ most frequent tokens."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from ...errors import UserError
-from .pool import map_chunks, n_workers, worth_it
-from .base import STATE_VERSION, TOKENIZERS, Numericalizer, cfg_get
+from .ids import IdWriter
+from .pool import imap_chunks, map_chunks, n_workers, worth_it
+from .base import STATE_VERSION, TOKENIZERS, Numericalizer, as_sequence, cfg_get
 from .specials import SPECIAL_TOKENS, UNK, UNK_ID
 from .word_rules import word_detokenize, word_tokenize
 
@@ -108,28 +110,41 @@ def check_has_text(total_tokens: int, n_texts: int) -> None:
                         "Check the dataset's text columns.")
 
 
-def fit_encode_word(texts: Sequence[str], cfg, workers: int = 1) -> tuple[WordNumericalizer, np.ndarray, np.ndarray]:
-    """`fit_word` and `encode_many` in one tokenization pass: each chunk is tokenized once into ids of
-    its own; the chunks' counts make the vocabulary, and a lookup table per chunk maps its ids onto
-    it (UNK for what the vocabulary left out), which is what `encode` gives text by text.
+def fit_encode_word(texts: Sequence[str], cfg, workers: int = 1,
+                    out: Path | None = None) -> tuple[WordNumericalizer, np.ndarray, np.ndarray]:
+    """`fit_word` and `encode_many` in one tokenization pass. Each chunk of texts is tokenized once
+    into ids of its own; here its tokens get corpus-wide provisional ids (numbered as first seen),
+    counted and written out (`IdWriter`: to `out`, a .npy file, when given), and the chunk is let
+    go. The counts make the vocabulary; a table from provisional ids onto it (UNK for what it left
+    out) then gives what `encode` gives text by text. What is held at once is one chunk and the
+    corpus's distinct tokens, however large the corpus.
     Returns (numericalizer, every text's ids concatenated (int32), each text's length (int64))."""
-    texts = list(texts)
     nw = n_workers(workers)
-    parts = map_chunks(tokenize_chunk, texts, nw) if worth_it(texts, nw) else [tokenize_chunk(texts)]
-    counts: Counter = Counter()
-    for local, ids, _ in parts:
-        counts.update(dict(zip(local, np.bincount(ids, minlength=len(local)).tolist())))
-    check_has_text(sum(counts.values()), len(texts))
-    num = vocabulary(counts, cfg)
-    lens = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
-    flat = np.empty(sum(len(p[1]) for p in parts), dtype=np.int32)
-    at = 0
-    while parts:  # each chunk's local ids are let go once mapped: the corpus's ids are held once
-        local, ids, _ = parts.pop(0)
-        table = np.fromiter(map(num.stoi.__getitem__, local), dtype=np.int32, count=len(local))
-        np.take(table, ids, out=flat[at:at + len(ids)])
-        at += len(ids)
-    return num, flat, lens
+    parts = imap_chunks(tokenize_chunk, texts, nw if worth_it(texts, nw) else 1)
+    seen, counts, lens = _Grow(), np.zeros(0, np.int64), []
+    writer = IdWriter(out)
+    try:
+        for local, ids, chunk_lens in parts:
+            provisional = np.fromiter(map(seen.__getitem__, local), dtype=np.int32, count=len(local))[ids]
+            counts = _add(counts, np.bincount(provisional, minlength=len(seen)))
+            writer.append(provisional)
+            lens.append(chunk_lens)
+        check_has_text(int(counts.sum()), len(texts))
+        num = vocabulary(Counter(dict(zip(seen, counts.tolist()))), cfg)
+        table = np.fromiter(map(num.stoi.__getitem__, seen), dtype=np.int32, count=len(seen))
+        flat = writer.finish(table)
+    except BaseException:
+        writer.discard()
+        raise
+    return num, flat, np.concatenate(lens) if lens else np.zeros(0, np.int64)
+
+
+def _add(counts: np.ndarray, more: np.ndarray) -> np.ndarray:
+    """Elementwise sum of two count arrays of which `more` may be the longer."""
+    if len(more) > len(counts):
+        counts = np.concatenate([counts, np.zeros(len(more) - len(counts), np.int64)])
+    counts[:len(more)] += more
+    return counts
 
 
 @TOKENIZERS.register("word", reads=("max_vocab", "min_freq"), load=WordNumericalizer.from_state,
@@ -137,7 +152,7 @@ def fit_encode_word(texts: Sequence[str], cfg, workers: int = 1) -> tuple[WordNu
 def fit_word(texts: Iterable[str], cfg, workers: int = 1) -> WordNumericalizer:
     """fastai-style rules (xxmaj, xxup, xxrep, xxwrep, xxbos) and the max_vocab most frequent tokens
     seen min_freq times."""
-    texts = list(texts)
+    texts = as_sequence(texts)
     nw = n_workers(workers)
     counts: Counter = Counter()
     for part in (map_chunks(count_tokens, texts, nw) if worth_it(texts, nw) else [count_tokens(texts)]):
