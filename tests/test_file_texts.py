@@ -2,6 +2,7 @@
 and the chunked, spilled tokenization that keeps a large corpus out of memory."""
 from __future__ import annotations
 
+import os
 import pickle
 import random
 import subprocess
@@ -21,6 +22,7 @@ from ulmfit_cli.data.formats import decode
 from ulmfit_cli.data.tokenizers import fit_numericalizer, pool, split_ids
 from ulmfit_cli.data.tokenizers.base import fit_and_encode
 from ulmfit_cli.data.tokenizers.ids import IdWriter
+from ulmfit_cli.errors import UserError
 
 TRICKY = {
     "plain": b" = A = \n \n x y\n = = S = = \n z\n = B = \n w\n",
@@ -76,9 +78,10 @@ def test_a_file_texts_is_a_sequence_that_pickles_as_spans(tmp_path):
     blob = pickle.dumps(part)
     assert len(blob) < 2000 and b"body 45" not in blob  # spans, not text
     assert pickle.loads(blob) == part
-    path.write_bytes(b"shorter")
-    with pytest.raises(OSError, match="changed while it was being read"):
-        pickle.loads(blob)[9]
+    path.write_bytes(path.read_bytes().replace(b"body 45", b"BODY 45"))  # same size, a later time
+    os.utime(path, ns=(texts.stamp[1] + 10**9, texts.stamp[1] + 10**9))
+    with pytest.raises(UserError, match="changed while this run was reading it"):
+        pickle.loads(blob)[5]
 
 
 def test_wikitext_dataset_keeps_its_train_split_in_the_file(tmp_path):

@@ -219,3 +219,22 @@ def test_console_script_error_and_help(tmp_path):
     proc = ulmfit("generate", "n_words=0", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "n_words=0" in proc.stderr and "Traceback" not in proc.stderr
     assert "generate" in ulmfit("--help", cwd=tmp_path).stdout
+
+
+def test_a_loaded_model_holds_the_checkpoints_tensors_and_gives_what_a_copy_gives(lm_run):
+    """load_model hands the checkpoint's tensors to the model (no second copy of the weights beside
+    it) and the model computes what one loaded by copying computes; a checkpoint in another dtype
+    is copied into the model's own."""
+    ckpt = load_checkpoint(lm_run / "checkpoints" / "fwd.pt")
+    model = load_model(ckpt)
+    weights = dict(model.named_parameters())
+    assert weights and all(p.data_ptr() == ckpt["model"][k].data_ptr() for k, p in weights.items())
+    copied_ckpt = load_checkpoint(lm_run / "checkpoints" / "fwd.pt")
+    copied = load_model({**copied_ckpt, "model": {k: v.to(torch.float64) for k, v in copied_ckpt["model"].items()}})
+    assert all(p.dtype == torch.float32 for p in copied.parameters())
+    ids = torch.randint(9, len(ckpt["numericalizer"]["itos"]), (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out, again = model(ids), copied(ids)
+    first = out[0] if isinstance(out, tuple) else out
+    second = again[0] if isinstance(again, tuple) else again
+    assert torch.allclose(first, second, atol=1e-5) and first.abs().sum() > 0

@@ -17,6 +17,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..errors import UserError
+
 BOM = b"\xef\xbb\xbf"
 # Characters other than "\n" that str.splitlines() ends a line at, as UTF-8 bytes ("\r\n" is one line end).
 _OTHER_LINE_ENDS = re.compile(rb"[\r\x0b\x0c\x1c\x1d\x1e]|\xc2\x85|\xe2\x80[\xa8\xa9]")
@@ -36,25 +38,33 @@ class FileTexts(Sequence):
     all_nonblank = False  # set by a reader that only makes documents with text in them
 
     def __init__(self, path: str | Path, starts: np.ndarray, ends: np.ndarray,
-                 transform: Callable[[str], str] = _same, all_nonblank: bool = False):
+                 transform: Callable[[str], str] = _same, all_nonblank: bool = False,
+                 stamp: tuple[int, int] | None = None):
         self.path = str(path)
         self.starts = np.asarray(starts, dtype=np.int64)
         self.ends = np.asarray(ends, dtype=np.int64)
         self.transform = transform
         self.all_nonblank = all_nonblank
+        self.stamp = stamp if stamp is not None else _stamp(os.stat(self.path))  # the file the spans are of
         self._fd: int | None = None
 
     def __len__(self) -> int:
         return len(self.starts)
 
+    def _open(self) -> int:
+        fd = os.open(self.path, os.O_RDONLY)
+        if _stamp(os.fstat(fd)) != self.stamp:
+            os.close(fd)
+            raise UserError(f"{self.path} changed while this run was reading it (its size or modification "
+                            "time is not what it was when its documents were found).",
+                            "Leave a corpus unchanged while a run reads it, then start the run again.")
+        return fd
+
     def _read(self, i: int) -> str:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
+            self._fd = self._open()
         start, end = int(self.starts[i]), int(self.ends[i])
-        raw = os.pread(self._fd, end - start, start)
-        if len(raw) != end - start:
-            raise OSError(f"{self.path} changed while it was being read (expected {end - start} bytes at {start})")
-        return self.transform(raw.decode("utf-8", errors="replace"))
+        return self.transform(os.pread(self._fd, end - start, start).decode("utf-8", errors="replace"))
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -72,7 +82,7 @@ class FileTexts(Sequence):
     def take(self, idx) -> "FileTexts":
         """The documents at the positions `idx`, in that order (still read on demand)."""
         idx = np.asarray(idx, dtype=np.int64)
-        return FileTexts(self.path, self.starts[idx], self.ends[idx], self.transform, self.all_nonblank)
+        return FileTexts(self.path, self.starts[idx], self.ends[idx], self.transform, self.all_nonblank, self.stamp)
 
     def sizes(self) -> np.ndarray:
         """Each document's size in bytes: an upper bound on its characters, known without reading it."""
@@ -98,6 +108,10 @@ class FileTexts(Sequence):
 
     def __repr__(self) -> str:
         return f"FileTexts({self.path!r}, {len(self)} documents)"
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int]:
+    return st.st_size, st.st_mtime_ns
 
 
 def _body(line: bytes) -> bytes:

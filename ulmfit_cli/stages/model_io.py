@@ -93,8 +93,15 @@ def load_model(ckpt: dict, device: torch.device | str = "cpu", expect: str | Non
     else:
         train = ckpt["config"]["train"]
         model = build_classifier(model_cfg, vocab, ckpt["pad_id"], len(ckpt["classes"]), train["bptt"], train["max_len"])
-    model.load_state_dict(ckpt["model"])
+    state = ckpt["model"]
+    # the checkpoint's tensors become the weights (no second copy of them held beside the model)
+    # where their dtypes agree; the model is for evaluation, nothing trains them in place
+    model.load_state_dict(state, assign=_same_dtypes(model.state_dict(), state))
     return model.to(device).eval()
+
+
+def _same_dtypes(own: dict, state: dict) -> bool:
+    return all(k in state and getattr(state[k], "dtype", None) == v.dtype for k, v in own.items())
 
 
 def lm_from(model_cfg, numericalizer, source: dict | None = None) -> LanguageModel:
