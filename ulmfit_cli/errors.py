@@ -44,6 +44,14 @@ class Interrupted(Stopped):
                          f"Continue exactly where it stopped with resume={run_dir}.")
 
 
+class StoppedPreparing(Stopped):
+    """SIGINT/SIGTERM while the run was still reading and tokenizing its data: it stops at once."""
+
+    def __init__(self):
+        super().__init__(f"{STOPPED_BY_SIGNAL} before training began (while the data was being prepared); "
+                         "nothing was trained or saved since the command started.", "Run the same command again.")
+
+
 class NotStarted(Stopped):
     """A job of a sweep that a signal stopped before the job began: nothing of it ran."""
 

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import StoppedPreparing, UserError
 from .models.accel.lstm_kernels import KERNELS
 
 log = logging.getLogger("ulmfit")
@@ -116,9 +116,12 @@ def describe_device(device: torch.device) -> str:
 
 @dataclass
 class StopFlag:
-    """Set when the run is asked to stop (a signal); training loops finish their batch, save, stop."""
+    """Set when the run is asked to stop (a signal); training loops finish their batch, save, stop.
+    Before `training` is set (reading and tokenizing the data) there is nothing to save, so a
+    signal stops the run at once."""
 
     requested: bool = False
+    training: bool = False
 
 
 @contextlib.contextmanager
@@ -136,8 +139,11 @@ def stop_on_signals(flag: StopFlag, ddp: bool = False) -> Iterator[StopFlag]:
             if ddp:
                 return
             raise KeyboardInterrupt
-        log.warning("signal %d: finishing the current batch, then saving and exiting", signum)
         flag.requested = True
+        if not flag.training:  # an hour of tokenizing is not worth waiting for: nothing would be saved
+            log.warning("signal %d: stopping now; training had not started, so there is nothing to save", signum)
+            raise StoppedPreparing()
+        log.warning("signal %d: finishing the current batch, then saving and exiting", signum)
 
     with signal_handlers(signals, handler):
         yield flag

@@ -106,6 +106,7 @@ def instantiate_callback(where: str, node):
 
 def fit(ctx: RunContext, trainer: Trainer, batches, phases: list[Phase]) -> list[dict]:
     """trainer.fit, then exit 130 if a signal asked to stop (its progress is saved by then)."""
+    ctx.stop.training = True  # from here a signal lets the batch finish and the progress be saved
     history = trainer.fit(batches, phases)
     if ctx.ranks.sum([float(trainer.stopping or ctx.stop.requested)])[0] > 0:
         ctx.ranks.barrier()  # no rank exits (which makes torchrun stop the others) before rank 0 has saved

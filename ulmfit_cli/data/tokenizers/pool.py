@@ -3,6 +3,7 @@ process of its own, the results back in input order. Small inputs stay in this p
 from __future__ import annotations
 
 import os
+import signal
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterator, Sequence
@@ -62,7 +63,8 @@ def imap_chunks(fn: Callable, texts: Sequence[str], workers: int, initializer=No
     if workers <= 1 and initializer is None:
         yield from map(fn, parts)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=initargs) as ex:
+    ex = ProcessPoolExecutor(max_workers=workers, initializer=_worker_start, initargs=(initializer, initargs))
+    try:
         pending: deque = deque()
         for part in parts:  # two chunks in flight per worker: results never pile up here
             pending.append(ex.submit(fn, part))
@@ -70,6 +72,17 @@ def imap_chunks(fn: Callable, texts: Sequence[str], workers: int, initializer=No
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:  # stopped or failed: the queued chunks are dropped, the running ones end the workers
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_start(initializer, initargs: tuple) -> None:
+    """A worker leaves SIGINT and SIGTERM to the process that started it, which stops the pool (a
+    terminal's Ctrl-C reaches every process of the group)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def map_chunks(fn: Callable, texts: Sequence[str], workers: int, initializer=None, initargs: tuple = ()) -> list:
