@@ -20,8 +20,7 @@ import numpy as np
 from ..errors import UserError
 
 BOM = b"\xef\xbb\xbf"
-# Characters other than "\n" that str.splitlines() ends a line at, as UTF-8 bytes ("\r\n" is one line end).
-_OTHER_LINE_ENDS = re.compile(rb"[\r\x0b\x0c\x1c\x1d\x1e]|\xc2\x85|\xe2\x80[\xa8\xa9]")
+# What str.splitlines() ends a line at besides "\n", "\r\n" and a lone "\r", as UTF-8 bytes.
 _RARE = (b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\xc2\x85", b"\xe2\x80\xa8", b"\xe2\x80\xa9")
 _LONE_CR = re.compile(rb"\r(?!\n)")
 _BLOCK = 1 << 24
@@ -35,8 +34,6 @@ class FileTexts(Sequence):
     """Sequence[str]: document i is bytes [starts[i], ends[i]) of `path`, decoded as UTF-8 (bad bytes
     replaced by U+FFFD) and passed through `transform` (a module-level function: slices are pickled)."""
 
-    all_nonblank = False  # set by a reader that only makes documents with text in them
-
     def __init__(self, path: str | Path, starts: np.ndarray, ends: np.ndarray,
                  transform: Callable[[str], str] = _same, all_nonblank: bool = False,
                  stamp: tuple[int, int] | None = None):
@@ -44,7 +41,7 @@ class FileTexts(Sequence):
         self.starts = np.asarray(starts, dtype=np.int64)
         self.ends = np.asarray(ends, dtype=np.int64)
         self.transform = transform
-        self.all_nonblank = all_nonblank
+        self.all_nonblank = all_nonblank  # set by a reader that only makes documents with text in them
         self.stamp = stamp if stamp is not None else _stamp(os.stat(self.path))  # the file the spans are of
         self._fd: int | None = None
 
@@ -119,17 +116,12 @@ def _body(line: bytes) -> bytes:
 
 
 def _lines(line: bytes, at: int) -> Iterator[tuple[int, bytes]]:
-    """(offset, bytes) of each line str.splitlines() sees in `line`, a line of the file at byte
-    offset `at` without its "\n": the line itself, unless it holds one of the rarer line ends."""
-    body = _body(line)
-    if not _OTHER_LINE_ENDS.search(body):
-        yield at, body
-        return
-    for piece in line.decode("utf-8", errors="surrogateescape").splitlines(keepends=True):
-        raw = piece.encode("utf-8", errors="surrogateescape")
-        yield at, raw.rstrip(b"\r\x0b\x0c\x1c\x1d\x1e").removesuffix(b"\xc2\x85").removesuffix(
-            b"\xe2\x80\xa8").removesuffix(b"\xe2\x80\xa9")
-        at += len(raw)
+    """(offset, bytes without its end) of each line str.splitlines() sees in `line`, a line of the
+    file at byte offset `at` (without its "\n") that holds one of the rarer line ends."""
+    text = line.decode("utf-8", errors="surrogateescape")
+    for kept, bare in zip(text.splitlines(keepends=True), text.splitlines()):
+        yield at, bare.encode("utf-8", errors="surrogateescape")
+        at += len(kept.encode("utf-8", errors="surrogateescape"))
 
 
 def _rare_ends(block: bytes) -> Iterator[int]:
@@ -181,13 +173,19 @@ def scan_lines(path: Path, starts_document: Callable[[bytes], bool],
             if not block.endswith(b"\n"):
                 block += f.readline()
             if not block.isascii():
-                try:
-                    block.decode("utf-8")
-                except UnicodeDecodeError:
-                    bad += sum(1 for ln in block.split(b"\n") if not _valid(ln))
+                bad += undecodable_lines(block)
             offsets += _starts(block, at, starts_document, candidates)
             at += len(block)
     return np.array(offsets, dtype=np.int64), first, path.stat().st_size, bad
+
+
+def undecodable_lines(raw: bytes) -> int:
+    """How many of the "\n"-separated lines of `raw` are not valid UTF-8."""
+    try:
+        raw.decode("utf-8")
+        return 0
+    except UnicodeDecodeError:
+        return sum(1 for line in raw.split(b"\n") if not _valid(line))
 
 
 def _valid(line: bytes) -> bool:

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ulmfit_cli.data.file_texts import undecodable_lines
 from ulmfit_cli.data.splits import Split, normalise, warn_unseen
 from ulmfit_cli.errors import UserError
 
@@ -38,13 +39,7 @@ def decode(raw: bytes, path: Path, warnings: list[str]) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
-    bad = 0
-    for line in raw.split(b"\n"):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            bad += 1
-    warn_undecodable(path, bad, warnings)
+    warn_undecodable(path, undecodable_lines(raw), warnings)
     return raw.decode("utf-8-sig", errors="replace")
 
 

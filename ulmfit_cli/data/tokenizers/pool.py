@@ -57,8 +57,8 @@ def chunks(texts: Sequence[str], workers: int, chunk_chars: int | None = None) -
 def imap_chunks(fn: Callable, texts: Sequence[str], workers: int, initializer=None,
                 initargs: tuple = ()) -> Iterator:
     """fn(chunk) for each of `chunks(texts, workers)`, in input order, as they are done: in worker
-    processes when `workers` > 1 or an `initializer` must set a worker up, else here. A chunk of documents read from a file on demand is
-    sent as their spans; the worker reads them."""
+    processes when `workers` > 1 or an `initializer` must set a worker up, else here. A chunk of
+    documents read from a file on demand is sent as their spans; the worker reads them."""
     parts = (texts[a:b] for a, b in chunks(texts, workers))
     if workers <= 1 and initializer is None:
         yield from map(fn, parts)

@@ -126,7 +126,9 @@ def fit_encode_word(texts: Sequence[str], cfg, workers: int = 1,
     try:
         for local, ids, chunk_lens in parts:
             provisional = np.fromiter(map(seen.__getitem__, local), dtype=np.int32, count=len(local))[ids]
-            counts = _add(counts, np.bincount(provisional, minlength=len(seen)))
+            more = np.bincount(provisional, minlength=len(seen))  # as long as `seen`, which only grows
+            more[:len(counts)] += counts
+            counts = more
             writer.append(provisional)
             lens.append(chunk_lens)
         check_has_text(int(counts.sum()), len(texts))
@@ -137,14 +139,6 @@ def fit_encode_word(texts: Sequence[str], cfg, workers: int = 1,
         writer.discard()
         raise
     return num, flat, np.concatenate(lens) if lens else np.zeros(0, np.int64)
-
-
-def _add(counts: np.ndarray, more: np.ndarray) -> np.ndarray:
-    """Elementwise sum of two count arrays of which `more` may be the longer."""
-    if len(more) > len(counts):
-        counts = np.concatenate([counts, np.zeros(len(more) - len(counts), np.int64)])
-    counts[:len(more)] += more
-    return counts
 
 
 @TOKENIZERS.register("word", reads=("max_vocab", "min_freq"), load=WordNumericalizer.from_state,
