@@ -174,9 +174,41 @@ def test_cache_miss_writes_the_ids_once_and_leaves_no_temporary_files(tmp_path, 
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == names
 
 
-def _peak_growth_mb(tmp_path: Path, n_articles: int) -> tuple[float, float]:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cache_miss_of_encode_writes_chunk_by_chunk_and_a_stop_leaves_nothing(tmp_path, monkeypatch, workers):
+    """A corpus encoded with a vocabulary it was not fitted on (the valid split, finetune-lm's
+    target corpus): the same ids as `encode`, read from the entry's file, and no file left by a stop."""
+    path = tmp_path / "wiki.train.tokens"
+    _corpus_file(path, 400)
+    texts = _wiki_file_articles(path, [])
+    num = fit_numericalizer(list(texts)[:50], TokenizerConfig(min_freq=1, max_vocab=150))
+    monkeypatch.setattr(pool, "PARALLEL_MIN_CHARS", 0)
+    monkeypatch.setattr(pool, "CHUNK_CHARS", 5000)  # dozens of chunks
+    docs = tc.cached_encode(num, texts, tmp_path / "cache", workers, min_chars=0)
+    assert len(docs) == len(texts) and all(np.array_equal(a, num.encode(t)) for a, t in zip(docs, texts))
+    assert isinstance(docs, tc.DocIds) and isinstance(docs.tokens.base, np.memmap)
+    names = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(names) == 2 and not any("tmp" in n for n in names)
+
+    seen = []
+
+    def stop_at_the_third_chunk(*a, **k):
+        seen.append(1)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        return write(*a, **k)
+    write = IdWriter.append
+    monkeypatch.setattr(IdWriter, "append", stop_at_the_third_chunk)
+    other = fit_numericalizer(list(texts)[50:100], TokenizerConfig(min_freq=1, max_vocab=150))
+    with pytest.raises(KeyboardInterrupt):
+        tc.cached_encode(other, texts, tmp_path / "cache", workers, min_chars=0)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == names
+
+
+def _peak_growth_mb(tmp_path: Path, n_articles: int, how: str = "fit") -> tuple[float, float]:
     """(the peak RSS a process gains reading a WikiText folder and fitting + encoding its train file
-    into the cache, the train file's size), both in MB."""
+    into the cache (`how`="fit"), or encoding it with a vocabulary fitted before ("encode"), the
+    train file's size), both in MB."""
     corpus, tiny = tmp_path / f"corpus{n_articles}", tmp_path / f"tiny{n_articles}"
     for folder, n in ((corpus, n_articles), (tiny, 3000)):
         folder.mkdir()
@@ -187,7 +219,7 @@ def _peak_growth_mb(tmp_path: Path, n_articles: int) -> tuple[float, float]:
         import resource
         from ulmfit_cli.config import DatasetConfig, TokenizerConfig
         from ulmfit_cli.data import file_texts, load_pretraining_corpus
-        from ulmfit_cli.data.token_cache import fit_encode
+        from ulmfit_cli.data.token_cache import encode, fit_encode
         from ulmfit_cli.data.tokenizers import pool
 
         # what is held at once, whatever the corpus: a block of the file read, a chunk tokenized
@@ -195,22 +227,31 @@ def _peak_growth_mb(tmp_path: Path, n_articles: int) -> tuple[float, float]:
 
         def fit(folder):
             data = load_pretraining_corpus(DatasetConfig(name="wikitext103", data_dir=folder))
-            return fit_encode(data.train_texts, TokenizerConfig(max_vocab=1000), folder + "/cache")[1]
+            return fit_encode(data.train_texts, TokenizerConfig(max_vocab=1000), folder + "/cache")
 
-        fit({str(tiny)!r})  # every import and the worker pool's set-up, before the baseline
+        def encode_only(folder):
+            data = load_pretraining_corpus(DatasetConfig(name="wikitext103", data_dir=folder))
+            return encode(vocab, data.train_texts, folder + "/cache-encoded")
+
+        vocab = fit({str(tiny)!r})[0]  # every import and the worker pool's set-up, before the baseline
+        run = {{"fit": lambda folder: fit(folder)[1], "encode": encode_only}}[{how!r}]
+        run({str(tiny)!r})
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        assert len(fit({str(corpus)!r})) == {n_articles}
+        assert len(run({str(corpus)!r})) == {n_articles}
         print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     return float(out), (corpus / "wiki.train.tokens").stat().st_size / 2**20
 
 
-def test_peak_memory_of_fitting_a_file_corpus_does_not_grow_with_it(tmp_path):
-    """The path a pretraining run takes, on a corpus and on one four times its size: the peak grows
-    by a small part of the text added (0.3x here; reading it whole, as strings split into lines and
-    joined into articles, grew it by 3.9x the text added)."""
-    small, small_mb = _peak_growth_mb(tmp_path, 15000)
-    large, large_mb = _peak_growth_mb(tmp_path, 60000)
+@pytest.mark.parametrize("how", ["fit", "encode"])
+def test_peak_memory_of_a_file_corpus_does_not_grow_with_it(tmp_path, how):
+    """The paths a pretraining run takes (fit: the train split), and encoding with a vocabulary
+    fitted before (encode: the valid split, finetune-lm's corpora), on a corpus and on one four times
+    its size: the peak grows by a small part of the text added (0.2-0.3x here; reading it whole, as
+    strings split into lines and joined into articles, grew it by 3.9x the text added in fit, and
+    holding every document's ids until they were all made by 3.2x in encode)."""
+    small, small_mb = _peak_growth_mb(tmp_path, 15000, how)
+    large, large_mb = _peak_growth_mb(tmp_path, 60000, how)
     assert large_mb - small_mb > 15
     assert large - small < 0.5 * (large_mb - small_mb), (small, large, small_mb, large_mb)

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..fileutil import atomic_write_bytes
 from .tokenizers import fit_and_encode, numericalizer_from_state, split_ids
-from .tokenizers.base import as_sequence
+from .tokenizers.base import as_sequence, encode_flat
 from .tokenizers.pool import text_sizes
 
 log = logging.getLogger("ulmfit")
@@ -203,28 +203,10 @@ def _workers(texts: Sequence[str]) -> int:
     return 2 if len(texts) > 20000 or _chars(texts) > 10_000_000 else 1
 
 
-def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    atomic_write_bytes(path, lambda f: np.save(f, arr, allow_pickle=False))
-
-
-def _save(tok_path: Path, off_path: Path, docs: list[np.ndarray]) -> None:
-    lens = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
-    flat = np.concatenate(docs).astype(np.int32, copy=False) if docs else np.zeros(0, np.int32)
-    _save_flat(tok_path, off_path, flat, lens)
-
-
 def _offsets(lens: np.ndarray) -> np.ndarray:
     off = np.zeros(len(lens) + 1, dtype=np.int64)
     np.cumsum(lens, out=off[1:])
     return off
-
-
-def _save_flat(tok_path: Path, off_path: Path, flat: np.ndarray | None, lens: np.ndarray) -> None:
-    """The pair for ids `flat` of texts `lens` long (`flat` None: `tok_path` holds them already)."""
-    tok_path.parent.mkdir(parents=True, exist_ok=True)
-    if flat is not None:
-        _atomic_save(tok_path, flat.astype(np.int32, copy=False))
-    _atomic_save(off_path, _offsets(lens))  # last: its presence marks a complete pair
 
 
 def cached_encode(numericalizer, texts: Sequence[str], cache_dir: Path | str | None, workers: int = 1,
@@ -246,19 +228,29 @@ def cached_encode(numericalizer, texts: Sequence[str], cache_dir: Path | str | N
         n_tok = int(docs.lengths().sum())
         log.info("token cache hit: %s tokens in %.2f s (%s)", f"{n_tok:,}", time.perf_counter() - t0, tok_path)
         return docs
-    docs = numericalizer.encode_many(texts, workers=workers)
-    n_tok = int(sum(len(d) for d in docs))
+    spill = _spill_path(cache_dir, key[:32])
+    flat, lens = encode_flat(numericalizer, texts, workers, spill)
+    log.info("token cache miss: encoded %s tokens in %.2f s", f"{len(flat):,}", time.perf_counter() - t0)
+    if spill is None:
+        return split_ids(flat, lens)
+    _keep(spill, (tok_path, off_path), lens, cache_dir)
+    # the ids are read from that file as a hit reads them: a large corpus's ids then cost page
+    # cache the OS can drop, not memory of this process
+    return DocIds(flat, _offsets(lens))
+
+
+def _keep(spill: Path, paths: tuple[Path, Path], lens: np.ndarray, cache_dir: Path, then=None) -> None:
+    """Make the ids written to `spill` (whole and synced) the token file of the entry at `paths`,
+    write its offsets, then `then()` (what marks a larger entry complete). If the cache cannot be
+    written, warn and drop the file (its map stays readable until let go)."""
     try:
-        _save(tok_path, off_path, docs)
-        where = f"saved to {tok_path}"
-        # from here on the ids are read from that file as a hit reads them: a large corpus's
-        # ids then cost page cache the OS can drop, not memory of this process
-        docs = _load(tok_path, off_path, len(texts)) or docs
+        os.replace(spill, paths[0])
+        atomic_write_bytes(paths[1], lambda f: np.save(f, _offsets(lens), allow_pickle=False))  # marks the pair
+        if then is not None:
+            then()
     except OSError as e:
         _warn_unwritable(cache_dir, e)
-        where = "not saved"
-    log.info("token cache miss: encoded %s tokens in %.2f s, %s", f"{n_tok:,}", time.perf_counter() - t0, where)
-    return docs
+        spill.unlink(missing_ok=True)
 
 
 def _state_json(state: dict) -> bytes:
@@ -308,13 +300,8 @@ def fit_encode(texts: Sequence[str], tokenizer_cfg: Any, cache_dir=None):
              f"{len(numericalizer.itos):,}", f"{len(flat):,}", time.perf_counter() - t0)
     if spill is None:
         return numericalizer, split_ids(flat, lens)
-    paths = _paths(Path(cache_dir), cache_key(numericalizer, texts, digest))
-    try:
-        os.replace(spill, paths[0])  # written whole and synced: it becomes the entry's token file
-        _save_flat(paths[0], paths[1], None, lens)
-        atomic_write_bytes(vocab_path, lambda f: f.write(_state_json(numericalizer.state())))  # last: marks both
-    except OSError as e:
-        _warn_unwritable(cache_dir, e)
+    _keep(spill, _paths(Path(cache_dir), cache_key(numericalizer, texts, digest)), lens, Path(cache_dir),
+          then=lambda: atomic_write_bytes(vocab_path, lambda f: f.write(_state_json(numericalizer.state()))))
     return numericalizer, DocIds(flat, _offsets(lens))
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ...errors import UserError
 from ...registry import Registry
 from .ids import IdWriter
-from .pool import encode_in_workers, n_workers, worth_it
+from .pool import chunks, encode_in_workers, n_workers, worth_it
 from .specials import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 STATE_VERSION = 1
@@ -73,11 +73,17 @@ class Numericalizer:
     def encode_many(self, texts: Sequence[str], workers: int = 1) -> list[np.ndarray]:
         """Encode every text; results in input order. Uses worker processes when workers > 1
         and the input holds at least pool.PARALLEL_MIN_CHARS characters."""
+        return [ids for part in self.encode_chunks(texts, workers) for ids in part]
+
+    def encode_chunks(self, texts: Sequence[str], workers: int = 1) -> Iterator[list[np.ndarray]]:
+        """`encode_many` of consecutive runs of `texts` (pool.chunks), one run at a time."""
         texts = as_sequence(texts)
         nw = n_workers(workers)
         if worth_it(texts, nw):
-            return encode_in_workers(self, texts, nw)
-        return [self.encode(t) for t in texts]
+            yield from encode_in_workers(self, texts, nw)
+            return
+        for a, b in chunks(texts, 1):
+            yield [self.encode(t) for t in texts[a:b]]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kind={self.kind!r}, size={len(self)}, id={self.identity()[:12]})"
@@ -102,13 +108,26 @@ def fit_and_encode(texts: Sequence[str], cfg: Any, workers: int = 1,
     if "fit_encode" in option.info:
         return option.info["fit_encode"](texts, cfg, workers, out)
     numericalizer = option.build(texts, cfg, workers)
-    docs = numericalizer.encode_many(texts, workers)
-    lens = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
-    writer = IdWriter(out)
-    for ids in docs:
-        writer.append(ids)
-    del docs
-    return numericalizer, writer.finish(), lens
+    return (numericalizer, *encode_flat(numericalizer, texts, workers, out))
+
+
+def encode_flat(numericalizer: Numericalizer, texts: Sequence[str], workers: int = 1,
+                out: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`numericalizer.encode_many(texts)` as (every text's ids concatenated (int32), each text's
+    length (int64)), made a chunk at a time; with `out` (a .npy path) the ids are written there as
+    they are made and returned as a read-only map of it, so a corpus of any size is held one chunk
+    at a time. A run stopped part way leaves no file at `out`."""
+    writer, lens = IdWriter(out), []
+    try:
+        for docs in numericalizer.encode_chunks(as_sequence(texts), workers):
+            lens.append(np.fromiter(map(len, docs), dtype=np.int64, count=len(docs)))
+            if docs:
+                writer.append(np.concatenate(docs))
+        flat = writer.finish()
+    except BaseException:
+        writer.discard()
+        raise
+    return flat, np.concatenate(lens) if lens else np.zeros(0, np.int64)
 
 
 def as_sequence(texts: Iterable[str]) -> Sequence[str]:

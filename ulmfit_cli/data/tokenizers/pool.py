@@ -100,7 +100,7 @@ def _worker_encode(texts: list[str]) -> list[np.ndarray]:
     return [_WORKER_NUM.encode(t) for t in texts]
 
 
-def encode_in_workers(numericalizer, texts: list[str], workers: int) -> list[np.ndarray]:
-    """numericalizer.encode of every text, in `workers` processes, each holding a copy rebuilt from its state."""
-    parts = map_chunks(_worker_encode, texts, workers, _worker_init, (type(numericalizer), numericalizer.state()))
-    return [ids for part in parts for ids in part]
+def encode_in_workers(numericalizer, texts: Sequence[str], workers: int) -> Iterator[list[np.ndarray]]:
+    """numericalizer.encode of every text, chunk by chunk in input order, in `workers` processes,
+    each holding a copy rebuilt from its state."""
+    return imap_chunks(_worker_encode, texts, workers, _worker_init, (type(numericalizer), numericalizer.state()))

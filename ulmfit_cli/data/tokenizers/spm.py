@@ -7,13 +7,13 @@ import io
 import os
 import random
 import re
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ...errors import UserError
-from .pool import long_enough, n_workers
-from .base import STATE_VERSION, TOKENIZERS, Numericalizer, cfg_get
+from .pool import chunks, long_enough, n_workers
+from .base import STATE_VERSION, TOKENIZERS, Numericalizer, as_sequence, cfg_get
 from .specials import BOS, BOS_ID, EOS, EOS_ID, NEWLINE, PAD, PAD_ID, SPECIAL_TOKENS, UNK, UNK_ID
 from .word_rules import fix_html
 
@@ -129,17 +129,22 @@ class SpmNumericalizer(Numericalizer):
         ids = self.sp.encode(text)
         return np.array([BOS_ID] + ids, dtype=np.int32)
 
-    def encode_many(self, texts: Sequence[str], workers: int = 1) -> list[np.ndarray]:
-        """Sentencepiece is C++: batches are encoded with its own threads (workers of them)."""
-        texts = list(texts)
+    def encode_chunks(self, texts: Sequence[str], workers: int = 1) -> Iterator[list[np.ndarray]]:
+        """Sentencepiece is C++: a large input goes in chunks, each a batch encoded with its own
+        threads (workers of them)."""
+        texts = as_sequence(texts)
         nw = n_workers(workers)
-        if nw <= 1 or not long_enough(texts):
-            return [self.encode(t) for t in texts]
+        threaded = nw > 1 and long_enough(texts)
+        for a, b in chunks(texts, 1):
+            part = texts[a:b]
+            yield self._encode_batch(part, nw) if threaded else [self.encode(t) for t in part]
+
+    def _encode_batch(self, texts: list[str], threads: int) -> list[np.ndarray]:
         fixed = [fix_html(t) for t in texts]
         simple = [i for i, t in enumerate(fixed) if "\n" not in t or self.nl_id is None]
         out: list[np.ndarray | None] = [None] * len(texts)
         if simple:
-            enc = self.sp.encode([fixed[i] for i in simple], num_threads=nw)
+            enc = self.sp.encode([fixed[i] for i in simple], num_threads=threads)
             for i, ids in zip(simple, enc):
                 out[i] = np.array([BOS_ID] + ids, dtype=np.int32)
         for i, t in enumerate(texts):
