@@ -4,6 +4,11 @@ builds it) under torch.profiler, its self time grouped by what the ops do, besid
 measured matrix-product peak.
 
     python benchmarks/profile_lm.py --vocab 10000 --precision fp32 [--steps 3] [--out DIR]
+    python benchmarks/profile_lm.py --task predict [--docs 192]   # ulmfit predict's classifier pass
+
+`--task predict` profiles `predict_proba` (what `ulmfit predict` runs) over the first --docs IMDb
+test reviews from ../shared/data, with a classifier of the same size (random weights: the time does
+not depend on them), instead of a training step.
 
 Groups (by op name): the LSTM (oneDNN's fused layers, or the matrix products and element-wise
 work of the bf16 step kernel), the decoder and softmax, dropout masks, the optimizer, gradient
@@ -80,6 +85,36 @@ def build_step(vocab: int, precision: str, size: dict):
     return step
 
 
+def lstm_forward_flops(size: dict, tokens: int) -> float:
+    """Matrix-product FLOPs of the LSTM layers' forward over `tokens` tokens."""
+    emb, hid, layers = size["emb"], size["hidden"], size["layers"]
+    dims = [emb] + [hid] * (layers - 1) + [emb]
+    return 2 * tokens * sum(4 * dims[i + 1] * (dims[i] + dims[i + 1]) for i in range(layers))
+
+
+def build_predict(vocab: int, precision: str, size: dict, n_docs: int):
+    """(a call of predict_proba over the first `n_docs` IMDb test reviews, their token count)."""
+    import csv
+    import gzip
+
+    import torch
+    from ulmfit_cli.data.tokenizers import fit_numericalizer
+    from ulmfit_cli.models.awd_lstm import AWDLSTM
+    from ulmfit_cli.models.heads import TextClassifier
+    from ulmfit_cli.stages.clf import predict_proba
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb" / "test.csv.gz"
+    with gzip.open(shared, "rt", encoding="utf-8", newline="") as f:
+        texts = [row["text"] for _, row in zip(range(n_docs), csv.DictReader(f))]
+    num = fit_numericalizer(texts, {"name": "word", "max_vocab": vocab, "min_freq": 1})
+    docs = num.encode_many(texts)
+    torch.manual_seed(0)
+    encoder = AWDLSTM(len(num), size["emb"], size["hidden"], size["layers"], pad_id=num.pad_id)
+    model = TextClassifier(encoder, 2, size["bptt"], 1400, num.pad_id)
+    return (lambda: predict_proba(model, docs, bs=size["bs"], pad_id=num.pad_id, reverse=False,
+                                  device=torch.device("cpu"), precision=precision)), int(sum(map(len, docs)))
+
+
 def profile(step, steps: int) -> tuple[float, dict, list]:
     """(seconds per step unprofiled, self seconds per step by group, top ops)."""
     from torch.profiler import ProfilerActivity
@@ -105,9 +140,9 @@ def profile(step, steps: int) -> tuple[float, dict, list]:
 
 def report(r: dict) -> str:
     total = sum(r["groups"].values())
-    out = [r["host"], "", f"Step: {r['step_s']:.3f} s ({r['tokens_per_s']:,.0f} tokens/s); matrix-product FLOPs "
-           f"{r['gemm_gflop']:.0f} G per step; measured peak {r['peak_gflops']:.0f} GFLOP/s ({r['peak_dtype']}): the "
-           f"step at peak would take {r['step_at_peak_s']:.3f} s ({100 * r['step_at_peak_s'] / r['step_s']:.0f}% of "
+    out = [r["host"], "", f"{r['what']}: {r['step_s']:.3f} s ({r['tokens_per_s']:,.0f} tokens/s); matrix-product FLOPs "
+           f"{r['gemm_gflop']:.0f} G per {r['what'].lower()}; measured peak {r['peak_gflops']:.0f} GFLOP/s ({r['peak_dtype']}): the "
+           f"{r['what'].split()[0].lower()} at peak would take {r['step_at_peak_s']:.3f} s ({100 * r['step_at_peak_s'] / r['step_s']:.0f}% of "
            "it).", "", "| group | s per step (profiled) | share |", "|---|---|---|"]
     for g, s in sorted(r["groups"].items(), key=lambda gs: -gs[1]):
         out.append(f"| {g} | {s:.3f} | {100 * s / total:.1f}% |")
@@ -121,6 +156,8 @@ def main() -> int:
     p.add_argument("--vocab", type=int, default=10000)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--task", choices=["lm", "predict"], default="lm")
+    p.add_argument("--docs", type=int, default=192, help="--task predict: IMDb test reviews classified")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--size", default="paper30k", help="a benchlib size preset (model and batch; not its vocab)")
     p.add_argument("--out", type=Path, default=Path("outputs/bench/profile"))
@@ -130,14 +167,18 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     size = SIZES[args.size]
-    step = build_step(args.vocab, args.precision, size)
+    if args.task == "predict":
+        step, tokens = build_predict(args.vocab, args.precision, size, args.docs)
+        flops, what = lstm_forward_flops(size, tokens), f"Pass over {args.docs} reviews"
+    else:
+        step, tokens = build_step(args.vocab, args.precision, size), size["bs"] * size["bptt"]
+        flops, what = lm_gemm_flops(size, args.vocab), "Step"
     per_step, groups, ops = profile(step, args.steps)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     peak = gemm_peak(dtype)
-    flops = lm_gemm_flops(size, args.vocab)
     r = {"host": f"{platform.node()}, {platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
-                 f"{args.size} model, vocab {args.vocab}, {args.precision}, {datetime.now():%Y-%m-%d %H:%M}",
-         "step_s": per_step, "tokens_per_s": size["bs"] * size["bptt"] / per_step, "groups": groups,
+                 f"{args.size} model, vocab {args.vocab}, {args.precision}, {args.task}, {datetime.now():%Y-%m-%d %H:%M}",
+         "what": what, "step_s": per_step, "tokens_per_s": tokens / per_step, "groups": groups,
          "top_ops": ops, "gemm_gflop": flops / 1e9, "peak_gflops": peak, "peak_dtype": str(dtype).split(".")[-1],
          "step_at_peak_s": flops / (peak * 1e9)}
     args.out.mkdir(parents=True, exist_ok=True)
