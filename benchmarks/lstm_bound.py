@@ -15,12 +15,15 @@ element-wise op free: the most any kernel could gain here. Writes DIR/lstm_bound
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib.results import save_report  # noqa: E402
 
 LAYERS = [(400, 1152), (1152, 1152), (1152, 400)]
 
@@ -120,10 +123,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     r = measure(args.bs, args.bptt, args.reps)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "lstm_bound.json").write_text(json.dumps(r, indent=1))
-    (args.out / "lstm_bound.md").write_text(report(r))
-    print(report(r))
+    save_report(args.out, "lstm_bound", r, report(r))
     return 0
 
 

@@ -22,7 +22,6 @@ and DIR/profile.md.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import re
 import sys
@@ -31,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib.results import save_report  # noqa: E402
 
 GROUPS = [  # (group, op-name pattern), first match wins
     ("LSTM, oneDNN fused layers", r"mkldnn_rnn|_VF::lstm|aten::lstm"),
@@ -181,10 +181,7 @@ def main() -> int:
          "what": what, "step_s": per_step, "tokens_per_s": tokens / per_step, "groups": groups,
          "top_ops": ops, "gemm_gflop": flops / 1e9, "peak_gflops": peak, "peak_dtype": str(dtype).split(".")[-1],
          "step_at_peak_s": flops / (peak * 1e9)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "profile.json").write_text(json.dumps(r, indent=1))
-    (args.out / "profile.md").write_text(report(r))
-    print(report(r))
+    save_report(args.out, "profile", r, report(r))
     return 0
 
 

@@ -82,3 +82,11 @@ def write_outputs(out: Path, meta: dict, rows: list[dict]) -> None:
         w.writeheader()
         for r in rows:
             w.writerow({**common, **{k: v for k, v in r.items() if not isinstance(v, (dict, list))}})
+
+
+def save_report(out: Path, stem: str, r: dict, markdown: str) -> None:
+    """OUT/STEM.json (the figures) and OUT/STEM.md (the report), printed too."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(r, indent=1))
+    (out / f"{stem}.md").write_text(markdown)
+    print(markdown)
