@@ -87,9 +87,9 @@ def measure(bs: int, bptt: int, reps: int) -> dict:
             for kind in ("fused", "step"):
                 times[kind].append(layer_time(kind, n_in, hid, bs, bptt))
         gflop, ideal = ideal_seconds(n_in, hid, bs, bptt)
-        rows.append({"layer": f"{n_in} -> {hid}", "gflop": round(gflop, 1), "ideal_s": round(ideal, 3),
-                     **{f"{k}_best_s": round(min(v), 3) for k, v in times.items()},
-                     **{f"{k}_median_s": round(statistics.median(v), 3) for k, v in times.items()}})
+        rows.append({"layer": f"{n_in} -> {hid}", "gflop": gflop, "ideal_s": ideal,
+                     **{f"{k}_best_s": min(v) for k, v in times.items()},
+                     **{f"{k}_median_s": statistics.median(v) for k, v in times.items()}})
     shapes = {f"{m}x{k}x{n}": round(gemm_rate(m, k, n), 1) for m, k, n in
               [(2048, 2048, 2048), (bs, 1152, 4608), (bs, 4608, 1152), (bs * bptt, 1152, 4608),
                (4608, bs * bptt, 1152), (bs * bptt, 400, 4608)]}
@@ -103,8 +103,8 @@ def report(r: dict) -> str:
              "| layer | GFLOP | oneDNN fused, best / median s | step loop, best / median s | ideal s | fused GFLOP/s |",
              "|---|---|---|---|---|---|"]
     for x in r["layers"]:
-        lines.append(f"| {x['layer']} | {x['gflop']} | {x['fused_best_s']} / {x['fused_median_s']} | "
-                     f"{x['step_best_s']} / {x['step_median_s']} | {x['ideal_s']} | "
+        lines.append(f"| {x['layer']} | {x['gflop']:.1f} | {x['fused_best_s']:.3f} / {x['fused_median_s']:.3f} | "
+                     f"{x['step_best_s']:.3f} / {x['step_median_s']:.3f} | {x['ideal_s']:.3f} | "
                      f"{x['gflop'] / x['fused_best_s']:.0f} |")
     lines += ["", "| product (m x k x n) | GFLOP/s |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in r["gemm_gflops"].items()]

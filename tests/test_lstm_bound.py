@@ -28,7 +28,8 @@ def test_both_kernels_run_a_layer_and_the_report_is_written(tmp_path):
             "b.LAYERS = [(8, 16), (16, 8)]; b.gemm_rate = lambda m, k, n, reps=20: 1.0; "
             f"sys.argv = ['x', '--bs', '2', '--bptt', '3', '--reps', '1', '--threads', '1', '--out', {str(tmp_path)!r}]; "
             "b.main()")
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=REPO)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads((tmp_path / "lstm_bound.json").read_text())
     assert [x["layer"] for x in r["layers"]] == ["8 -> 16", "16 -> 8"]
     assert all(x["fused_best_s"] > 0 and x["step_best_s"] > 0 for x in r["layers"])
