@@ -23,23 +23,10 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib.hostinfo import gemm_rate  # noqa: E402
 from benchlib.results import save_report  # noqa: E402
 
 LAYERS = [(400, 1152), (1152, 1152), (1152, 400)]
-
-
-def gemm_rate(m: int, k: int, n: int, reps: int = 20) -> float:
-    """GFLOP/s of an (m x k) @ (k x n) fp32 product, best of `reps`."""
-    import torch
-
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * m * k * n / best / 1e9
 
 
 def layer_time(kind: str, n_in: int, hid: int, bs: int, bptt: int) -> float:

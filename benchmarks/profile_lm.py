@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib.hostinfo import gemm_rate  # noqa: E402
 from benchlib.results import save_report  # noqa: E402
 
 GROUPS = [  # (group, op-name pattern), first match wins
@@ -50,12 +51,7 @@ def group_of(name: str) -> str:
 
 def gemm_peak(dtype, n: int = 2048, reps: int = 5) -> float:
     """GFLOP/s of an n x n x n product in `dtype`, best of `reps`."""
-    import torch
-
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.mm(a, b)
-    best = min(timed(lambda: torch.mm(a, b)) for _ in range(reps))
-    return 2 * n**3 / best / 1e9
+    return gemm_rate(n, n, n, dtype, reps)
 
 
 def timed(fn) -> float:
@@ -94,18 +90,14 @@ def lstm_forward_flops(size: dict, tokens: int) -> float:
 
 def build_predict(vocab: int, precision: str, size: dict, n_docs: int):
     """(a call of predict_proba over the first `n_docs` IMDb test reviews, their token count)."""
-    import csv
-    import gzip
-
     import torch
+    from benchlib.common import imdb_texts
     from ulmfit_cli.data.tokenizers import fit_numericalizer
     from ulmfit_cli.models.awd_lstm import AWDLSTM
     from ulmfit_cli.models.heads import TextClassifier
     from ulmfit_cli.stages.clf import predict_proba
 
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb" / "test.csv.gz"
-    with gzip.open(shared, "rt", encoding="utf-8", newline="") as f:
-        texts = [row["text"] for _, row in zip(range(n_docs), csv.DictReader(f))]
+    texts = imdb_texts("test")[:n_docs]
     num = fit_numericalizer(texts, {"name": "word", "max_vocab": vocab, "min_freq": 1})
     docs = num.encode_many(texts)
     torch.manual_seed(0)

@@ -1,6 +1,9 @@
 """Constants shared by the coordinator and every worker (stdlib only)."""
 from __future__ import annotations
 
+import csv
+import gzip
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,3 +54,10 @@ E2E_VOCABS = {
         "dataset.valid_frac=0.005")),
 }
 IMDB_TRAIN_DOCS = 25000  # rows of imdb/train.csv.gz: train-clf's valid_frac is a share of them
+
+
+def imdb_texts(split: str, data_root: Path | str = DATA_ROOT) -> list[str]:
+    """The reviews of DATA_ROOT/imdb/<split>.csv.gz, in file order."""
+    csv.field_size_limit(sys.maxsize)
+    with gzip.open(Path(data_root) / "imdb" / f"{split}.csv.gz", "rt", encoding="utf-8", newline="") as f:
+        return [row["text"] for row in csv.DictReader(f)]

@@ -4,14 +4,13 @@ them, saved for fastai's worker) and the figures read back from its run dir."""
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import random
 import re
 import sys
 from pathlib import Path
 
-from .common import IMDB_TRAIN_DOCS, SIZES
+from .common import IMDB_TRAIN_DOCS, SIZES, imdb_texts
 from .e2e import Setup, base_overrides
 from .e2e_lm import save_ids
 
@@ -102,9 +101,7 @@ def read_clf(st: Setup, run_dir: Path) -> dict:
 
 def write_reviews(data_root: str, n: int, seed: int, path: Path) -> None:
     """n IMDb test reviews (a seeded sample, in file order) as a one-column CSV `text`."""
-    csv.field_size_limit(sys.maxsize)
-    with gzip.open(Path(data_root) / "imdb" / "test.csv.gz", "rt", encoding="utf-8", newline="") as f:
-        texts = [r["text"] for r in csv.DictReader(f)]
+    texts = imdb_texts("test", data_root)
     keep = sorted(random.Random(seed).sample(range(len(texts)), min(n, len(texts))))
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="") as f:

@@ -5,6 +5,7 @@ import contextlib
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 from .common import REPO
@@ -63,3 +64,17 @@ def host_stamp() -> dict:
 
     return {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "host": socket.gethostname(),
             "cpu_model": cpu_info()["cpu_model"], "torch": torch.__version__}
+
+
+def gemm_rate(m: int, k: int, n: int, dtype=None, reps: int = 20) -> float:
+    """GFLOP/s of an (m x k) @ (k x n) product in `dtype` (default fp32) on this host, best of `reps`."""
+    import torch
+
+    a, b = torch.randn(m, k).to(dtype or torch.float32), torch.randn(k, n).to(dtype or torch.float32)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * m * k * n / best / 1e9
