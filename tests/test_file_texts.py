@@ -127,6 +127,12 @@ def test_chunks_bound_the_characters_a_process_holds():
     assert pool.chunks(["a", "b"], 2) == [(0, 1), (1, 2)] and pool.chunks([], 2) == []
 
 
+def _entries(cache: Path) -> list[str]:
+    """The token cache's entries, without index/ (what was learned about the corpus file, kept or
+    not by the file's age: see test_file_index.py)."""
+    return sorted(p.name for p in cache.iterdir() if p.name != "index")
+
+
 def _corpus_file(path: Path, n_articles: int, seed: int = 3) -> None:
     rng = random.Random(seed)
     words = ["alpha", "Beta", "GAMMA", "delta", "don't", "!!!!", "x", "y"] + [f"w{i}" for i in range(300)]
@@ -159,7 +165,7 @@ def test_cache_miss_writes_the_ids_once_and_leaves_no_temporary_files(tmp_path, 
     monkeypatch.setattr(tc, "CACHE_MIN_CHARS", 0)
     cfg = {"name": "word", "max_vocab": 100, "min_freq": 1}
     num, docs = tc.fit_encode(texts, cfg, tmp_path / "cache")
-    names = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    names = _entries(tmp_path / "cache")
     assert len(names) == 3 and not any("tmp" in n for n in names)
     again, docs2 = tc.fit_encode(texts, cfg, tmp_path / "cache")
     assert again.itos == num.itos and all(np.array_equal(a, b) for a, b in zip(docs, docs2))
@@ -171,7 +177,7 @@ def test_cache_miss_writes_the_ids_once_and_leaves_no_temporary_files(tmp_path, 
     monkeypatch.setattr("ulmfit_cli.data.tokenizers.word.vocabulary", stop)  # after the ids are written
     with pytest.raises(KeyboardInterrupt):
         tc.fit_encode(texts, {**cfg, "max_vocab": 50}, tmp_path / "cache")
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == names
+    assert _entries(tmp_path / "cache") == names
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -187,7 +193,7 @@ def test_cache_miss_of_encode_writes_chunk_by_chunk_and_a_stop_leaves_nothing(tm
     docs = tc.cached_encode(num, texts, tmp_path / "cache", workers, min_chars=0)
     assert len(docs) == len(texts) and all(np.array_equal(a, num.encode(t)) for a, t in zip(docs, texts))
     assert isinstance(docs, tc.DocIds) and isinstance(docs.tokens.base, np.memmap)
-    names = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    names = _entries(tmp_path / "cache")
     assert len(names) == 2 and not any("tmp" in n for n in names)
 
     seen = []
@@ -202,7 +208,7 @@ def test_cache_miss_of_encode_writes_chunk_by_chunk_and_a_stop_leaves_nothing(tm
     other = fit_numericalizer(list(texts)[50:100], TokenizerConfig(min_freq=1, max_vocab=150))
     with pytest.raises(KeyboardInterrupt):
         tc.cached_encode(other, texts, tmp_path / "cache", workers, min_chars=0)
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == names
+    assert _entries(tmp_path / "cache") == names
 
 
 def _peak_growth_mb(tmp_path: Path, n_articles: int, how: str = "fit") -> tuple[float, float]:
@@ -255,3 +261,15 @@ def test_peak_memory_of_a_file_corpus_does_not_grow_with_it(tmp_path, how):
     large, large_mb = _peak_growth_mb(tmp_path, 60000, how)
     assert large_mb - small_mb > 15
     assert large - small < 0.5 * (large_mb - small_mb), (small, large, small_mb, large_mb)
+
+
+def test_finetune_lm_keeps_a_files_documents_in_the_file_when_nothing_is_added(tmp_path):
+    """finetune-lm's text is train + unlabelled + (test): with only a file's train split, that
+    split itself (a list would hold a 100M-token corpus in memory, 3 GB at its peak)."""
+    from ulmfit_cli.data.types import joined
+
+    path = tmp_path / "wiki.train.tokens"
+    _corpus_file(path, 20)
+    texts = _wiki_file_articles(path, [])
+    assert joined(texts, [], []) is texts and joined([], texts) is texts
+    assert joined(texts, ["extra"], []) == list(texts) + ["extra"] and joined([], []) == []

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ulmfit_cli.data import file_index, file_texts
 from ulmfit_cli.data.file_texts import FileTexts, scan_lines
 from ulmfit_cli.data.formats import (columns_split, decode, join_fields, parse_frame, read_bytes,
                                      table_file, warn_undecodable)
@@ -103,20 +104,35 @@ def wiki_article(text: str) -> str:
     return "\n".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _wiki_file_articles(path: Path, warnings: list[str]) -> FileTexts:
-    """`_wiki_articles` of an uncompressed file, as documents read from it when they are used."""
+def _wiki_file_articles(path: Path, warnings: list[str], index_dir: Path | None = None) -> FileTexts:
+    """`_wiki_articles` of an uncompressed file, as documents read from it when they are used.
+    Where they are is kept in `index_dir` (see file_index): a second run does not read the file to
+    find them."""
+    st = file_index.identity(path)
+    name = file_index.key(st, b"wiki-articles", file_index.code_id(_wiki_file_articles),
+                          file_index.source_id(file_texts))
+    found = file_index.load(index_dir, name)
+    if found is None:
+        found = _find_wiki_articles(path, (st.st_size, st.st_mtime_ns))
+        file_index.keep(index_dir, name, path, st, found)
+    if found["bad"]:
+        warn_undecodable(path, int(found["bad"]), warnings)
+    return FileTexts(path, found["starts"], found["ends"], wiki_article, all_nonblank=True,
+                     stamp=(st.st_size, st.st_mtime_ns))
+
+
+def _find_wiki_articles(path: Path, stamp: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Each article's byte span in the file, and how many lines are not valid UTF-8."""
     starts, first, size, bad = scan_lines(path, lambda line: bool(_WIKI_HEADING_BYTES.match(line)),
                                           rb"\n ?= [^\n]*")
-    if bad:
-        warn_undecodable(path, bad, warnings)
     starts = np.unique(np.concatenate([[first], starts]))
-    texts = FileTexts(path, starts, np.append(starts[1:], size), wiki_article, all_nonblank=True)
+    texts = FileTexts(path, starts, np.append(starts[1:], size), wiki_article, stamp=stamp)
     if len(texts) and not texts[0]:  # only blank lines before the first heading
         texts = texts[1:]
-    return texts
+    return {"starts": texts.starts, "ends": texts.ends, "bad": np.int64(bad)}
 
 
-def _read_wikitext(cfg: Any, directory: Path) -> Raw:
+def _read_wikitext(cfg: Any, directory: Path, index_dir: Path | None = None) -> Raw:
     name = cfg.name
     warnings: list[str] = []
     _require_dir(directory, cfg, "wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens")
@@ -126,7 +142,7 @@ def _read_wikitext(cfg: Any, directory: Path) -> Raw:
         if path is None:
             return None
         if not path.name.endswith(".gz"):
-            return Split(_wiki_file_articles(path, warnings), None, str(path))
+            return Split(_wiki_file_articles(path, warnings, index_dir), None, str(path))
         return Split(_wiki_articles(decode(read_bytes(path), path, warnings)), None, str(path))
 
     train, valid, test = split("train"), split("valid"), split("test")
@@ -180,7 +196,7 @@ def _imdb_folder(folder: Path, warnings: list[str], labelled: bool) -> Split:
     return Split(texts, labels if labelled else None, str(folder))
 
 
-def _read_imdb(cfg: Any, directory: Path) -> Raw:
+def _read_imdb(cfg: Any, directory: Path, index_dir: Path | None = None) -> Raw:
     _require_dir(directory, cfg, "train.csv.gz/test.csv.gz/unsup.csv.gz or an aclImdb folder")
     warnings: list[str] = []
     use_unsup = bool(cfg.use_unsup)
@@ -235,7 +251,7 @@ def _trec_file(path: Path) -> Split:
     return Split(texts, labels, str(path))
 
 
-def _read_trec(cfg: Any, directory: Path) -> Raw:
+def _read_trec(cfg: Any, directory: Path, index_dir: Path | None = None) -> Raw:
     _require_dir(directory, cfg, "train_5500.label and TREC_10.label")
     train = _trec_file(require_file(resolve(directory, cfg.train_file or "train_5500.label"), cfg, "train"))
     valid_path = resolve(directory, cfg.valid_file)
@@ -287,7 +303,7 @@ def zhang_file(path: Path, cfg: Any, warnings: list[str], names: list[str] | Non
     return Split(texts, labels, str(path))
 
 
-def _read_zhang(cfg: Any, directory: Path) -> Raw:
+def _read_zhang(cfg: Any, directory: Path, index_dir: Path | None = None) -> Raw:
     name = cfg.name
     _require_dir(directory, cfg, "train.csv and test.csv")
     warnings: list[str] = []
@@ -310,7 +326,7 @@ def _read_zhang(cfg: Any, directory: Path) -> Raw:
     return Raw(train, valid, test, warnings=warnings)
 
 
-def _read_table(cfg: Any, directory: Path) -> Raw:
+def _read_table(cfg: Any, directory: Path, index_dir: Path | None = None) -> Raw:
     # For csv/jsonl the folder is only a base for relative paths: without data_dir use the cwd.
     base = user_base(cfg)
     train_name = cfg.train_file
@@ -329,7 +345,7 @@ def _read_table(cfg: Any, directory: Path) -> Raw:
     return Raw(splits["train_file"], splits["valid_file"], splits["test_file"], warnings=warnings)
 
 
-def _read_hf(cfg: Any, directory: Path) -> Raw:
+def _read_hf(cfg: Any, directory: Path, index_dir: Path | None = None) -> Raw:
     """dataset=hf: a Hugging Face dataset; its columns are joined and checked as a CSV's are."""
     if not cfg.path:
         raise UserError(
@@ -347,7 +363,9 @@ def _read_hf(cfg: Any, directory: Path) -> Raw:
                 lm_extra=splits["lm"].texts if use_lm else None)
 
 
-READERS: dict[str, Callable[[Any, Path], Raw]] = {
+# Each reader is called as reader(cfg, corpus folder, index folder or None): the index folder is where
+# a reader may keep what it learned about a large file (file_index.py); only WikiText's uses it.
+READERS: dict[str, Callable[[Any, Path, Path | None], Raw]] = {
     "wikitext2": _read_wikitext,
     "wikitext103": _read_wikitext,
     "imdb": _read_imdb,

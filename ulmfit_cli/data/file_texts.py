@@ -132,7 +132,7 @@ def _rare_ends(block: bytes) -> Iterator[int]:
         while at >= 0:
             yield at
             at = block.find(end, at + 1)
-    if block.count(b"\r") != block.count(b"\r\n"):  # a "\r" alone ends a line too
+    if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):  # a "\r" alone ends a line too
         yield from (m.start() for m in _LONE_CR.finditer(block))
 
 

@@ -22,9 +22,11 @@ from ulmfit_cli.errors import UserError
 __all__ = ["load_dataset"]
 
 
-def load_dataset(cfg: Any, data_root: str | os.PathLike | None = None, lm_files: bool = True) -> TextDataset:
+def load_dataset(cfg: Any, data_root: str | os.PathLike | None = None, lm_files: bool = True,
+                 index_dir: Path | None = None) -> TextDataset:
     """Read the corpus `cfg.name` (a DatasetConfig or a DictConfig with the same fields).
-    `lm_files=False` skips dataset.lm_files, for callers that never use `lm_extra`."""
+    `lm_files=False` skips dataset.lm_files, for callers that never use `lm_extra`; `index_dir`:
+    where to keep what was learned about a large file (see file_index), None for nowhere."""
     name = cfg.name
     if name == "sample":
         # Imported here so the readers do not depend on the synthetic generator, and vice versa.
@@ -42,7 +44,7 @@ def load_dataset(cfg: Any, data_root: str | os.PathLike | None = None, lm_files:
             f"Use one of: sample, {', '.join(sorted(READERS))}.",
         )
     check_numbers(cfg)
-    raw = reader(cfg, _dataset_dir(cfg, data_root))
+    raw = reader(cfg, _dataset_dir(cfg, data_root), index_dir)
     raw.warnings = list(raw.warnings or [])
     raw.lm_extra = list(raw.lm_extra or []) + (_read_lm_files(cfg, raw.warnings) if lm_files else [])
     return finish(cfg, raw)

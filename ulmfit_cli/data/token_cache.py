@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 
 from ..fileutil import atomic_write_bytes
+from . import file_index
+from .file_texts import FileTexts
 from .tokenizers import fit_and_encode, numericalizer_from_state, split_ids
 from .tokenizers.base import as_sequence, encode_flat
 from .tokenizers.pool import text_sizes
@@ -76,8 +78,29 @@ def _json_default(o: Any) -> Any:
     return repr(o)
 
 
-def texts_digest(texts: Sequence[str]) -> bytes:
-    """sha256 over the texts: their count, then each one's length and utf-8 bytes (order matters)."""
+def texts_digest(texts: Sequence[str], index: Path | None = None) -> bytes:
+    """sha256 over the texts: their count, then each one's length and utf-8 bytes (order matters).
+    The digest of documents read from a file is kept in the `index` folder (see file_index) and
+    read back from there while the file is unchanged."""
+    if index is None or not isinstance(texts, FileTexts):
+        return _digest(texts)
+    st = file_index.identity(texts.path)
+    name = file_index.key(st, b"texts-digest", texts.starts.tobytes(), texts.ends.tobytes(),
+                          file_index.code_id(texts.transform), file_index.code_id(_digest))
+    kept = file_index.load(index, name)
+    if kept is not None:
+        return kept["digest"].tobytes()
+    digest = _digest(texts)
+    file_index.keep(index, name, texts.path, st, {"digest": np.frombuffer(digest, dtype=np.uint8)})
+    return digest
+
+
+def index_dir(cache_dir: Path | str | None) -> Path | None:
+    """Where what was learned about a cached corpus's files is kept: the cache's ``index/``."""
+    return None if cache_dir is None else Path(cache_dir) / "index"
+
+
+def _digest(texts: Sequence[str]) -> bytes:
     h = hashlib.sha256()
     h.update(len(texts).to_bytes(8, "little"))
     upd = h.update
@@ -97,7 +120,7 @@ def cache_key(numericalizer, texts: Sequence[str], digest: bytes | None = None) 
     h.update(json.dumps(numericalizer.state(), sort_keys=True, ensure_ascii=True,
                         default=_json_default).encode("ascii") + b"\0")
     h.update(_tokenizer_code_digest().encode() + b"\0")
-    h.update(digest if digest is not None else texts_digest(texts))
+    h.update(digest if digest is not None else _digest(texts))
     return h.hexdigest()
 
 
@@ -221,7 +244,7 @@ def cached_encode(numericalizer, texts: Sequence[str], cache_dir: Path | str | N
         return numericalizer.encode_many(texts, workers=workers)
     t0 = time.perf_counter()
     cache_dir = Path(cache_dir)
-    key = cache_key(numericalizer, texts, digest)
+    key = cache_key(numericalizer, texts, digest or texts_digest(texts, index_dir(cache_dir)))
     tok_path, off_path = _paths(cache_dir, key)
     docs = _load(tok_path, off_path, len(texts))
     if docs is not None:
@@ -281,7 +304,7 @@ def fit_encode(texts: Sequence[str], tokenizer_cfg: Any, cache_dir=None):
         numericalizer, flat, lens = fit_and_encode(texts, tokenizer_cfg, workers)
         return numericalizer, split_ids(flat, lens)
     t0 = time.perf_counter()
-    digest = texts_digest(texts)
+    digest = texts_digest(texts, index_dir(cache_dir))
     key = fit_key(tokenizer_cfg, digest)[:32]
     vocab_path = Path(cache_dir) / f"{key}.vocab.json"
     numericalizer = _load_vocab(vocab_path)
@@ -328,4 +351,4 @@ def encode(numericalizer, texts: list[str], cache_dir=None) -> list[np.ndarray]:
     return cached_encode(numericalizer, texts, cache_dir, workers=_workers(texts))
 
 
-__all__ = ["cached_encode", "encode", "fit_encode", "cache_key", "texts_digest", "token_cache_dir", "CACHE_MIN_CHARS", "FORMAT_VERSION"]
+__all__ = ["cached_encode", "encode", "fit_encode", "cache_key", "texts_digest", "token_cache_dir", "index_dir", "CACHE_MIN_CHARS", "FORMAT_VERSION"]

@@ -30,3 +30,12 @@ class TextDataset:
     @property
     def labelled(self) -> bool:
         return self.train_labels is not None
+
+
+def joined(*parts: Sequence[str]) -> Sequence[str]:
+    """The texts of `parts` in order: the one part that has any as it is (a `FileTexts` then stays
+    on disk, where a list would hold the corpus in memory), else a list of them all."""
+    nonempty = [p for p in parts if len(p)]
+    if len(nonempty) == 1:
+        return nonempty[0]
+    return [t for p in nonempty for t in p]

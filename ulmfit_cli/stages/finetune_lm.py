@@ -9,7 +9,8 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 from ..data import load_dataset
-from ..data.token_cache import encode, fit_encode, token_cache_dir
+from ..data.token_cache import encode, fit_encode, index_dir, token_cache_dir
+from ..data.types import joined
 from ..data.tokenizers import numericalizer_from_state
 from .context import RunContext
 from .lm import METRICS, train_lms
@@ -35,9 +36,9 @@ def run(ctx: RunContext) -> dict:
     directions = list(cfg.bidirectional.directions)
     check_callbacks(cfg, METRICS)
     source_dir, sources = source_lms(ctx, "pretrained")
-    data = load_dataset(cfg.dataset, cfg.data_root)
-    lm_texts = data.train_texts + data.lm_extra + (data.test_texts if cfg.dataset.use_test_for_lm else [])
     cache = token_cache_dir(cfg)
+    data = load_dataset(cfg.dataset, cfg.data_root, index_dir=index_dir(cache))
+    lm_texts = joined(data.train_texts, data.lm_extra, data.test_texts if cfg.dataset.use_test_for_lm else [])
     numericalizer, train_docs = target_vocabulary(cfg, lm_texts, sources[directions[0]], cache)
     valid_docs = encode(numericalizer, data.valid_texts, cache)
     results = train_lms(ctx, sources, numericalizer, train_docs, valid_docs)

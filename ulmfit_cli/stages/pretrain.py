@@ -5,7 +5,7 @@ Fit the tokenizer/vocabulary on the general corpus, then train an AWD-LSTM LM pe
 from __future__ import annotations
 
 from ..data import load_pretraining_corpus
-from ..data.token_cache import encode, fit_encode, token_cache_dir
+from ..data.token_cache import encode, fit_encode, index_dir, token_cache_dir
 from ..sysmem import return_freed_memory
 from .context import RunContext
 from .lm import METRICS, train_lms
@@ -25,7 +25,7 @@ def run(ctx: RunContext) -> dict:
 def numericalized_corpus(cfg):
     """(corpus name, numericalizer, train ids, valid ids). The texts end here: on a large corpus
     they would be most of the memory held through training."""
-    corpus = load_pretraining_corpus(cfg.dataset, cfg.data_root)
     cache = token_cache_dir(cfg)
+    corpus = load_pretraining_corpus(cfg.dataset, cfg.data_root, index_dir(cache))
     numericalizer, train_docs = fit_encode(corpus.train_texts, cfg.tokenizer, cache)
     return corpus.name, numericalizer, train_docs, encode(numericalizer, corpus.valid_texts, cache)
