@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from omegaconf import OmegaConf
 from ulmfit_cli.config import TokenizerConfig
 from ulmfit_cli.data import tokenizers as tk
 from ulmfit_cli.data.tokenizers import pool
+from ulmfit_cli.data.tokenizers import spm as spm_mod
 from ulmfit_cli.data.tokenizers import (
     BOS_ID,
     PAD_ID,
@@ -331,3 +333,59 @@ def test_map_bias_known_values():
 def test_map_embeddings_shape_mismatch():
     with pytest.raises(ValueError):
         map_embeddings(torch.zeros(3, 2), ["a", "b"], ["a"])
+
+
+class _MadeOnDemand(Sequence):
+    """n texts of ~`length` characters made when indexed, so that only what the code under test
+    keeps shows in tracemalloc (a list of them would itself be the corpus)."""
+
+    def __init__(self, n, length=2000):
+        self.n, self.length = n, length
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        rng = random.Random(i)
+        words = " ".join(rng.choice(_SPM_WORDS) for _ in range(self.length // 6))
+        return f"Line {i} one. {words}\nline {i} two\n\n"
+
+
+def test_spm_trains_on_every_line_within_the_budget():
+    texts = ["A b.\n\n  c d  ", "", "x " * 3000 + ". " + "y" * 9000]  # a line past 8000 characters
+    lines = spm_mod._spm_training_sentences(texts, 100, 10**6)
+    assert lines == ["A b.", "c d", "x " * 3000 + ".", "y" * 8000, "y" * 1000]
+    assert lines == list(spm_mod._spm_sentences(texts))
+
+
+@pytest.mark.parametrize("max_sentences,max_chars", [(50, 0), (0, 20_000), (500, 20_000)])
+def test_spm_samples_past_either_budget(max_sentences, max_chars):
+    texts = _MadeOnDemand(200, 300)  # 400 lines, ~60k characters
+    every = list(spm_mod._spm_sentences(texts))
+    lines = spm_mod._spm_training_sentences(texts, max_sentences, max_chars)
+    assert lines == spm_mod._spm_training_sentences(texts, max_sentences, max_chars)  # the same sample
+    assert lines != spm_mod._spm_training_sentences(texts, max_sentences, max_chars, seed=1)
+    position = {line: i for i, line in enumerate(every)}
+    assert [position[x] for x in lines] == sorted(position[x] for x in lines)  # corpus order, no repeats
+    if max_sentences:
+        assert len(lines) <= max_sentences
+    if max_chars:
+        assert 0.7 * max_chars < sum(map(len, lines)) < 1.3 * max_chars
+    if max_sentences == 50:
+        assert len(lines) == 50
+
+
+def test_spm_training_holds_its_budget_not_the_corpus():
+    import tracemalloc
+
+    texts = _MadeOnDemand(3000)  # ~6M characters
+    tracemalloc.start()
+    try:
+        lines = spm_mod._spm_training_sentences(texts, 0, 300_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert 200_000 < sum(map(len, lines)) < 400_000
+    assert peak < 3_000_000, peak  # holding every line would take over 6 MB

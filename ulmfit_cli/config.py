@@ -96,6 +96,7 @@ class TokenizerConfig:
     model_type: str = "unigram"  # unigram | bpe
     character_coverage: float = 0.9999  # spm: share of characters the model covers
     max_sentences: int = 2000000  # spm: sentences sampled to train the SentencePiece model
+    max_chars: int = 50000000  # spm: about this many characters of them at most (memory: ~15 bytes each)
 
 
 @dataclass

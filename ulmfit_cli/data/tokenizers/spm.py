@@ -29,23 +29,51 @@ def _spm_lines(text: str) -> list[str]:
     return _re_spm_lines.split(text) if "\n" in text else [text]
 
 
-def _spm_training_sentences(texts: Iterable[str], max_sentences: int, seed: int = 0) -> list[str]:
-    out: list[str] = []
+def _spm_sentences(texts: Iterable[str]) -> Iterator[str]:
+    """The lines sentencepiece trains on: fix_html'd, stripped, not blank, and a line longer than
+    `_SPM_MAX_LINE` cut at its sentence ends (and, failing those, every `_SPM_MAX_LINE` characters)."""
     for t in texts:
         for line in _spm_lines(fix_html(t)):
             line = line.strip()
-            if not line:
-                continue
             if len(line) <= _SPM_MAX_LINE:
-                out.append(line)
+                if line:
+                    yield line
                 continue
             for sent in _re_sentence_end.split(line):
                 for a in range(0, len(sent), _SPM_MAX_LINE):
                     piece = sent[a:a + _SPM_MAX_LINE].strip()
                     if piece:
-                        out.append(piece)
-    if max_sentences and len(out) > max_sentences:
-        out = random.Random(seed).sample(out, max_sentences)
+                        yield piece
+
+
+def _spm_training_sentences(texts: Sequence[str], max_sentences: int, max_chars: int, seed: int = 0) -> list[str]:
+    """Every training line of `texts`, in order, when there are at most `max_sentences` of them
+    with at most `max_chars` characters in all (0: no limit); else a uniform sample of them (the same
+    for the same texts and seed) of at most `max_sentences` lines and about `max_chars` characters.
+
+    sentencepiece holds what it trains on many times over (about 15 bytes per character, unigram),
+    so the budget, not the corpus, bounds the memory: past it the lines are only counted, and the
+    sampled ones are collected in a second pass over `texts`."""
+    kept: list[str] | None = []
+    n = chars = 0
+    for line in _spm_sentences(texts):
+        n += 1
+        chars += len(line)
+        if kept is not None:
+            kept.append(line)
+            if (max_sentences and n > max_sentences) or (max_chars and chars > max_chars):
+                kept = None  # over the budget: count the rest, then sample
+    if kept is not None:
+        return kept
+    k = min(n, max_sentences or n, max(1, n * max_chars // chars) if max_chars else n)
+    picked = sorted(random.Random(seed).sample(range(n), k))
+    out, at = [], 0
+    for i, line in enumerate(_spm_sentences(texts)):
+        if i == picked[at]:
+            out.append(line)
+            at += 1
+            if at == k:
+                break
     return out
 
 
@@ -71,7 +99,7 @@ class SpmNumericalizer(Numericalizer):
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 8000, model_type: str = "unigram",
               character_coverage: float = 0.9999, max_sentences: int = 2_000_000,
-              num_threads: int | None = None) -> "SpmNumericalizer":
+              max_chars: int = 50_000_000, num_threads: int | None = None) -> "SpmNumericalizer":
         import sentencepiece as spm
 
         if model_type not in SPM_MODEL_TYPES:
@@ -81,7 +109,7 @@ class SpmNumericalizer(Numericalizer):
         if vocab_size <= n_reserved:
             raise UserError(f"tokenizer.vocab_size={vocab_size} leaves no room beside the "
                             f"{n_reserved} reserved pieces.", "Set tokenizer.vocab_size to a few thousand.")
-        sents = _spm_training_sentences(texts, max_sentences)
+        sents = _spm_training_sentences(as_sequence(texts), max_sentences, max_chars)
         if not sents:
             raise UserError("The corpus given to sentencepiece has no text.",
                             "Check the dataset's text columns.")
@@ -180,14 +208,16 @@ class SpmNumericalizer(Numericalizer):
                    model_type=state.get("model_type"))
 
 
-@TOKENIZERS.register("spm", reads=("vocab_size", "model_type", "character_coverage", "max_sentences"),
+@TOKENIZERS.register("spm", reads=("vocab_size", "model_type", "character_coverage", "max_sentences", "max_chars"),
                      load=SpmNumericalizer.from_state)
 def fit_spm(texts: Iterable[str], cfg, workers: int = 1) -> SpmNumericalizer:
-    """SentencePiece (unigram or bpe) of vocab_size pieces, trained on up to max_sentences lines."""
+    """SentencePiece (unigram or bpe) of vocab_size pieces, trained on up to max_sentences lines of
+    about max_chars characters in all (a uniform sample of the corpus's lines past either)."""
     return SpmNumericalizer.train(
         texts,
         vocab_size=int(cfg_get(cfg, "vocab_size", 8000)),
         model_type=str(cfg_get(cfg, "model_type", "unigram")),
         character_coverage=float(cfg_get(cfg, "character_coverage", 0.9999)),
         max_sentences=int(cfg_get(cfg, "max_sentences", 2_000_000) or 0),
+        max_chars=int(cfg_get(cfg, "max_chars", 50_000_000) or 0),
     )
