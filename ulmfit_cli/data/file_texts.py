@@ -20,8 +20,12 @@ import numpy as np
 from ..errors import UserError
 
 BOM = b"\xef\xbb\xbf"
-# What str.splitlines() ends a line at besides "\n", "\r\n" and a lone "\r", as UTF-8 bytes.
-_RARE = (b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\xc2\x85", b"\xe2\x80\xa8", b"\xe2\x80\xa9")
+# What str.splitlines() ends a line at besides "\n", "\r\n" and a lone "\r", as UTF-8 bytes: the
+# one-byte ends, then (only in a block that is not ASCII) U+0085 and U+2028/U+2029. The latter are
+# found by a regex per literal prefix, which CPython's regex engine searches for faster than
+# bytes.find does for a needle of two or three bytes; one regex over all of them would be ten times slower.
+_RARE_BYTES = (b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e")
+_RARE_MULTIBYTE = (re.compile(rb"\xc2\x85"), re.compile(rb"\xe2\x80[\xa8\xa9]"))
 _LONE_CR = re.compile(rb"\r(?!\n)")
 _BLOCK = 1 << 24
 
@@ -125,13 +129,15 @@ def _lines(line: bytes, at: int) -> Iterator[tuple[int, bytes]]:
 
 
 def _rare_ends(block: bytes) -> Iterator[int]:
-    """Where the rarer line ends are in `block` (a find per kind: memchr speed, where one regex
-    over them all reads a block ten times slower)."""
-    for end in _RARE if not block.isascii() else _RARE[:5]:
+    """Where the rarer line ends are in `block` (memchr for each one-byte end)."""
+    for end in _RARE_BYTES:
         at = block.find(end)
         while at >= 0:
             yield at
             at = block.find(end, at + 1)
+    if not block.isascii():
+        for ends in _RARE_MULTIBYTE:
+            yield from (m.start() for m in ends.finditer(block))
     if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):  # a "\r" alone ends a line too
         yield from (m.start() for m in _LONE_CR.finditer(block))
 
