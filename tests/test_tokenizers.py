@@ -389,3 +389,9 @@ def test_spm_training_holds_its_budget_not_the_corpus():
         tracemalloc.stop()
     assert 200_000 < sum(map(len, lines)) < 400_000
     assert peak < 3_000_000, peak  # holding every line would take over 6 MB
+
+
+@pytest.mark.parametrize("knob", ["max_sentences", "max_chars"])
+def test_spm_negative_budget_is_a_user_error(knob):
+    with pytest.raises(UserError, match=f"tokenizer.{knob}=-5 is negative"):
+        fit_numericalizer(_spm_corpus(50), TokenizerConfig(name="spm", vocab_size=120, **{knob: -5}))

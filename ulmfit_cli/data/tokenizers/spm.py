@@ -109,6 +109,10 @@ class SpmNumericalizer(Numericalizer):
         if vocab_size <= n_reserved:
             raise UserError(f"tokenizer.vocab_size={vocab_size} leaves no room beside the "
                             f"{n_reserved} reserved pieces.", "Set tokenizer.vocab_size to a few thousand.")
+        for knob, value in (("max_sentences", max_sentences), ("max_chars", max_chars)):
+            if value < 0:
+                raise UserError(f"tokenizer.{knob}={value} is negative.",
+                                f"Set tokenizer.{knob} to the most sentencepiece may train on, or 0 for no limit.")
         sents = _spm_training_sentences(as_sequence(texts), max_sentences, max_chars)
         if not sents:
             raise UserError("The corpus given to sentencepiece has no text.",
