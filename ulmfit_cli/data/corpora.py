@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ulmfit_cli.data import file_index, file_texts
+from ulmfit_cli.data.file_index import code_id, remembered, source_id
 from ulmfit_cli.data.file_texts import FileTexts, scan_lines
 from ulmfit_cli.data.formats import (columns_split, decode, join_fields, parse_frame, read_bytes,
                                      table_file, warn_undecodable)
@@ -108,13 +108,8 @@ def _wiki_file_articles(path: Path, warnings: list[str], index_dir: Path | None 
     """`_wiki_articles` of an uncompressed file, as documents read from it when they are used.
     Where they are is kept in `index_dir` (see file_index): a second run does not read the file to
     find them."""
-    st = file_index.identity(path)
-    name = file_index.key(st, b"wiki-articles", file_index.code_id(_wiki_file_articles),
-                          file_index.source_id(file_texts))
-    found = file_index.load(index_dir, name)
-    if found is None:
-        found = _find_wiki_articles(path, (st.st_size, st.st_mtime_ns))
-        file_index.keep(index_dir, name, path, st, found)
+    parts = (b"wiki-articles", code_id(_wiki_file_articles), source_id(FileTexts.__module__))  # the scan's
+    st, found = remembered(index_dir, path, parts, lambda st: _find_wiki_articles(path, (st.st_size, st.st_mtime_ns)))
     if found["bad"]:
         warn_undecodable(path, int(found["bad"]), warnings)
     return FileTexts(path, found["starts"], found["ends"], wiki_article, all_nonblank=True,

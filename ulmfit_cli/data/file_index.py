@@ -18,8 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -47,14 +46,14 @@ def _source_digest(filename: str) -> bytes:
         return b"unknown"
 
 
-def source_id(module: ModuleType) -> bytes:
-    """The digest of a module's source: an edit to it makes a new id."""
-    return module.__name__.encode() + b"\0" + _source_digest(str(module.__file__))
+def source_id(module: str) -> bytes:
+    """The digest of a (loaded) module's source: an edit to it makes a new id."""
+    return module.encode() + b"\0" + _source_digest(str(sys.modules[module].__file__))
 
 
 def code_id(fn: Callable) -> bytes:
     """A function's name and the digest of its module's source."""
-    return f"{fn.__qualname__}\0".encode() + source_id(sys.modules[fn.__module__])
+    return f"{fn.__qualname__}\0".encode() + source_id(fn.__module__)
 
 
 def key(st: os.stat_result, *parts: bytes) -> str:
@@ -100,3 +99,17 @@ def keep(index_dir: Path | None, name: str, path: str | os.PathLike, before: os.
     except OSError as e:
         log.debug("file index: could not write %s (%s)", index_dir, e)
         return False
+
+
+def remembered(index_dir: Path | None, path: str | os.PathLike, parts: Iterable[bytes],
+               compute: Callable[[os.stat_result], dict[str, np.ndarray]]) -> tuple[os.stat_result, dict[str, np.ndarray]]:
+    """(the file's stat, what `compute(that stat)` learns from the file at `path`): read from
+    `index_dir` when the same file, unchanged, was asked the same before (`parts`: what is computed
+    and by which code), else computed and kept there for the next run."""
+    st = identity(path)
+    name = key(st, *parts)
+    found = load(index_dir, name)
+    if found is None:
+        found = compute(st)
+        keep(index_dir, name, path, st, found)
+    return st, found

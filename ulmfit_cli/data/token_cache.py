@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..fileutil import atomic_write_bytes
-from . import file_index
+from .file_index import code_id, remembered
 from .file_texts import FileTexts
 from .tokenizers import fit_and_encode, numericalizer_from_state, split_ids
 from .tokenizers.base import as_sequence, encode_flat
@@ -84,15 +84,9 @@ def texts_digest(texts: Sequence[str], index: Path | None = None) -> bytes:
     read back from there while the file is unchanged."""
     if index is None or not isinstance(texts, FileTexts):
         return _digest(texts)
-    st = file_index.identity(texts.path)
-    name = file_index.key(st, b"texts-digest", texts.starts.tobytes(), texts.ends.tobytes(),
-                          file_index.code_id(texts.transform), file_index.code_id(_digest))
-    kept = file_index.load(index, name)
-    if kept is not None:
-        return kept["digest"].tobytes()
-    digest = _digest(texts)
-    file_index.keep(index, name, texts.path, st, {"digest": np.frombuffer(digest, dtype=np.uint8)})
-    return digest
+    parts = (b"texts-digest", texts.starts.tobytes(), texts.ends.tobytes(), code_id(texts.transform), code_id(_digest))
+    _, kept = remembered(index, texts.path, parts, lambda st: {"digest": np.frombuffer(_digest(texts), np.uint8)})
+    return kept["digest"].tobytes()
 
 
 def index_dir(cache_dir: Path | str | None) -> Path | None:
